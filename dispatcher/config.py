@@ -1,0 +1,148 @@
+"""The tool's config file: where the platform is, how to authenticate, timeouts, ledger.
+
+The API key itself never lives in the config: the file names an environment
+variable or a file holding it, so configs can be committed and shared.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+from dispatcher.errors import ConfigError
+from dispatcher.jobfile import display_path, translate_errors
+from dispatcher.problems import Problem
+from dispatcher.yamlfile import load_yaml
+
+DEFAULT_BASE_URL = "http://api.heclouds.com"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(_Model):
+    method: Literal["api-key", "token"] = Field(
+        "api-key", description="api-key header, or a signed token"
+    )
+    api_key_env: str = Field("ONENET_API_KEY", description="environment variable holding the key")
+    api_key_file: str | None = Field(
+        None, description="file holding the key (wins over the variable)"
+    )
+    product_id: str | None = Field(None, description="product id, for token authentication")
+    access_key_env: str = Field(
+        "ONENET_ACCESS_KEY", description="variable holding the product's access key"
+    )
+    access_key_file: str | None = Field(None, description="file holding the access key")
+    sign_method: Literal["md5", "sha1", "sha256"] = Field(
+        "sha1", description="token signature method"
+    )
+    token_lifetime: StrictInt = Field(
+        3600, ge=60, le=30 * 86400, description="seconds a token is valid"
+    )
+
+
+class HttpConfig(_Model):
+    connect_timeout: float = Field(5.0, gt=0, le=120, description="seconds to open a connection")
+    read_timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for an answer")
+    # Below the idle timeout of the platform's load balancers, so that a pooled
+    # connection is never reused just as the server closes it.
+    keepalive: float = Field(4.0, gt=0, le=300, description="seconds an idle connection is kept")
+
+
+class RetryConfig(_Model):
+    attempts: StrictInt = Field(
+        5, ge=1, le=20, description="tries per request for provably-unsent failures"
+    )
+    backoff_base: float = Field(0.5, gt=0, le=60, description="first backoff ceiling in seconds")
+    backoff_max: float = Field(30.0, gt=0, le=600, description="largest backoff in seconds")
+
+
+class Config(_Model):
+    base_url: str = Field(DEFAULT_BASE_URL, description="the platform's API base URL")
+    auth: AuthConfig = AuthConfig()
+    http: HttpConfig = HttpConfig()
+    retries: RetryConfig = RetryConfig()
+    ledger: str | None = Field(
+        None, description="ledger path; default ledger.sqlite beside the job"
+    )
+    log_format: Literal["auto", "console", "json"] = "auto"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+
+def check_base_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f'base URL must be http:// or https:// with a host, got "{value}"')
+    if parts.username or parts.password:
+        raise ValueError("base URL must not carry credentials")
+    return value.rstrip("/")
+
+
+def load_config(path: Path | None) -> Config:
+    """The config at ``path``, or the defaults when no file is given."""
+    if path is None:
+        return Config()
+    doc = load_yaml(path, display_path(path))
+    if not isinstance(doc.data, dict):
+        raise ConfigError([Problem(doc.file, 1, None, "a config file is a mapping of settings")])
+    try:
+        return Config.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(translate_errors(exc, doc, Config)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret string whose repr and str never show it."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+def _read_secret(env: str, file: str | None, what: str) -> Secret:
+    if file is not None:
+        try:
+            value = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file {file}: {exc.strerror}") from None
+        source = f"file {file}"
+    else:
+        raw = os.environ.get(env)
+        if raw is None:
+            raise ConfigError(
+                f"no {what}: set the environment variable {env} (or name a file in the config)"
+            )
+        value, source = raw, f"environment variable {env}"
+    if not value:
+        raise ConfigError(f"the {what} in {source} is empty")
+    if any(ch.isspace() for ch in value):
+        raise ConfigError(f"the {what} in {source} contains white space; check how it was pasted")
+    return Secret(value)
+
+
+def api_key(config: Config) -> Secret:
+    """The api-key for the legacy header, from the file or environment the config names."""
+    return _read_secret(config.auth.api_key_env, config.auth.api_key_file, "API key")
+
+
+def access_key(config: Config) -> Secret:
+    """The product access key for signed tokens."""
+    return _read_secret(config.auth.access_key_env, config.auth.access_key_file, "access key")

@@ -1,0 +1,54 @@
+"""The project's one exception tree.
+
+    DispatcherError                 base of everything we raise on purpose
+    ├── InputError                  bad job, fleet, config or arguments: exit 2, nothing sent
+    │   └── ConfigError             the config file or the environment (missing key, bad URL)
+    ├── RunRefused                  the ledger says this run must not go on: exit 2
+    ├── LedgerError                 the ledger cannot be opened or written: exit 2 before
+    │                               sending, otherwise the run stops (resumable)
+    └── PlatformUnavailable         the platform stopped answering (outage): exit 4
+
+The CLI maps each family to its exit code in one place (``cli.exit_code_for``).
+Library exceptions (aiohttp, sqlite3, yaml) are translated where they are raised,
+with ``raise ... from exc``, and their messages never carry the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dispatcher.problems import Problem
+
+
+class DispatcherError(Exception):
+    """Base of every error the dispatcher raises on purpose."""
+
+
+class InputError(DispatcherError):
+    """The job, a fleet, the config or the arguments are wrong; nothing was sent."""
+
+    def __init__(self, problems: Sequence[Problem] | str, notes: Sequence[str] = ()) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(file=None, line=None, where=None, what=problems)]
+        self.problems: list[Problem] = list(problems)
+        self.notes = list(notes)  # e.g. "... and 9950 more errors not shown"
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [p.render() for p in self.problems] + self.notes
+
+
+class ConfigError(InputError):
+    """The config file or the environment it points at is unusable."""
+
+
+class RunRefused(DispatcherError):
+    """The ledger holds a run that this invocation must not continue."""
+
+
+class LedgerError(DispatcherError):
+    """The results ledger cannot be opened, read or written."""
+
+
+class PlatformUnavailable(DispatcherError):
+    """The platform (or the network to it) stopped answering; the run is resumable."""

@@ -1,0 +1,204 @@
+"""Fleets: streaming the devices of a job's fleets, with the row each came from.
+
+A fleet is an inline IMEI list, inline devices with variables, or a CSV file. CSV
+files are read row by row (never loaded whole), so a million-row fleet validates in
+memory that does not grow with it.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher.imei import imei_problem, luhn_problem
+from dispatcher.jobfile import FleetSpec, display_path
+from dispatcher.problems import Problems
+from dispatcher.yamlfile import YamlDoc
+
+# Python's csv default is 128 KiB a field; we keep it, and report a longer one as an error.
+_EMPTY: Mapping[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One device of a fleet, its variables, and where it was written (for messages)."""
+
+    imei: str
+    fleet: str
+    variables: Mapping[str, str]
+    file: str
+    line: int
+    from_csv: bool = False
+
+
+def iter_fleet(
+    spec: FleetSpec,
+    index: int,
+    job_path: Path,
+    doc: YamlDoc,
+    problems: Problems,
+    *,
+    strict: bool = False,
+) -> Iterator[Device]:
+    """Every device of fleet ``index`` with a valid IMEI; problems go to ``problems``."""
+    if spec.csv is not None:
+        defaults_csv = {k: _text(v) for k, v in spec.variables.items()}
+        yield from _csv_devices(job_path, doc, index, spec, problems, strict, defaults_csv)
+        return
+    defaults = {k: _text(v) for k, v in spec.variables.items()} if spec.variables else _EMPTY
+    if spec.imeis is not None:
+        for j, raw in enumerate(spec.imeis):
+            line = doc.line_of(("fleets", index, "imeis", j))
+            imei = _checked(
+                raw.strip(), doc.file, line, f"fleets[{index}].imeis[{j}]", problems, strict
+            )
+            if imei is not None:
+                yield Device(imei, spec.name, defaults, doc.file, line)
+        return
+    assert spec.devices is not None
+    for j, entry in enumerate(spec.devices):
+        line = doc.line_of(("fleets", index, "devices", j))
+        where = f"fleets[{index}].devices[{j}]"
+        given = entry.get("imei")
+        if given is None:
+            problems.error(doc.file, line, where, "device without an imei")
+            continue
+        imei = _checked(str(given).strip(), doc.file, line, where, problems, strict)
+        if imei is None:
+            continue
+        variables = {**defaults, **{k: _text(v) for k, v in entry.items() if k != "imei"}}
+        yield Device(imei, spec.name, variables, doc.file, line)
+
+
+def _text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _checked(
+    imei: str, file: str, line: int, where: str | None, problems: Problems, strict: bool
+) -> str | None:
+    problem = imei_problem(imei)
+    if problem is not None:
+        problems.error(file, line, where, problem)
+        return None
+    luhn = luhn_problem(imei)
+    if luhn is not None:
+        if strict:
+            problems.error(file, line, where, luhn + " (--strict)")
+            return None
+        problems.warning(file, line, where, luhn)
+    return imei
+
+
+def csv_path(job_path: Path, spec: FleetSpec) -> Path:
+    assert spec.csv is not None
+    return (job_path.parent / spec.csv).resolve()
+
+
+def _csv_devices(
+    job_path: Path,
+    doc: YamlDoc,
+    index: int,
+    spec: FleetSpec,
+    problems: Problems,
+    strict: bool,
+    defaults: dict[str, str],
+) -> Iterator[Device]:
+    path = csv_path(job_path, spec)
+    display = display_path(path)
+    job_line = doc.line_of(("fleets", index, "csv"))
+    where = f"fleets[{index}].csv"
+    if not path.is_file():
+        problems.error(doc.file, job_line, where, f'fleet file "{spec.csv}" not found')
+        return
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        problems.error(doc.file, job_line, where, f'cannot read "{spec.csv}": {exc.strerror}')
+        return
+    with handle:
+        reader = csv.reader(handle, delimiter=spec.delimiter, strict=True)
+        line = 0
+        try:
+            header: list[str] | None = None
+            for row in reader:
+                line = reader.line_num
+                if (
+                    not row
+                    or (len(row) == 1 and not row[0].strip())
+                    or row[0].lstrip().startswith("#")
+                ):
+                    continue
+                if header is None:
+                    header = [cell.strip() for cell in row]
+                    if not _header_ok(header, spec, display, line, problems):
+                        return
+                    imei_at = header.index(spec.imei_column)
+                    continue
+                if len(row) != len(header):
+                    problems.error(
+                        display, line, None, f"{len(row)} fields, the header has {len(header)}"
+                    )
+                    continue
+                imei = _checked(row[imei_at].strip(), display, line, None, problems, strict)
+                if imei is None:
+                    continue
+                variables = {
+                    **defaults,
+                    **{
+                        name: cell.strip()
+                        for name, cell in zip(header, row, strict=True)
+                        if name != spec.imei_column
+                    },
+                }
+                yield Device(imei, spec.name, variables, display, line, from_csv=True)
+            if header is None:
+                problems.error(
+                    display, None, None, "no header row (the first row names the columns)"
+                )
+        except UnicodeDecodeError:
+            problems.error(
+                display, reader.line_num + 1, None, "not UTF-8 text (save the file as UTF-8)"
+            )
+        except csv.Error as exc:
+            problems.error(
+                display, reader.line_num or line, None, f"unreadable CSV: {_csv_reason(exc)}"
+            )
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    text = str(exc)
+    if "NUL" in text:
+        return "binary data (NUL byte) in the file; is it really a CSV?"
+    if "field larger than field limit" in text:
+        return f"a field longer than {csv.field_size_limit()} characters"
+    return text
+
+
+def _header_ok(
+    header: list[str], spec: FleetSpec, display: str, line: int, problems: Problems
+) -> bool:
+    ok = True
+    if spec.imei_column not in header:
+        problems.error(
+            display,
+            line,
+            None,
+            f'no "{spec.imei_column}" column in the header (columns: {", ".join(header)}); '
+            "set imei_column in the job",
+        )
+        ok = False
+    seen: set[str] = set()
+    for name in header:
+        if not name:
+            problems.error(display, line, None, "a column without a name in the header")
+            ok = False
+        elif name in seen:
+            problems.error(display, line, None, f'column "{name}" appears twice in the header')
+            ok = False
+        seen.add(name)
+    return ok

@@ -1,0 +1,46 @@
+"""IMEI rules: 15 ASCII digits, and the Luhn check digit (a warning unless --strict)."""
+
+from __future__ import annotations
+
+import re
+
+_DIGITS15 = re.compile(r"[0-9]{15}", re.ASCII)
+# What a spreadsheet makes of a 15-digit number: 8.65820E+14.
+_SCIENTIFIC = re.compile(r"[0-9](?:[.,][0-9]+)?[eE]\+?[0-9]+")
+
+
+def imei_problem(imei: str) -> str | None:
+    """Why ``imei`` is not a valid IMEI, or None when it is 15 ASCII digits."""
+    if _DIGITS15.fullmatch(imei):
+        return None
+    if _SCIENTIFIC.fullmatch(imei):
+        return (
+            f'imei "{imei}": looks like a spreadsheet turned it into scientific notation; '
+            "format the column as text and export again"
+        )
+    if any(ch.isdigit() and not ch.isascii() for ch in imei):
+        return f'imei "{imei}": must be ASCII digits 0-9 (found other digits)'
+    if not imei:
+        return "imei is empty"
+    return f'imei "{imei}": must be 15 digits'
+
+
+def luhn_check_digit(first14: str) -> int:
+    """The Luhn check digit for the first 14 digits of an IMEI."""
+    total = 0
+    for i, ch in enumerate(reversed(first14)):
+        d = ord(ch) - 48
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return (10 - total % 10) % 10
+
+
+def luhn_problem(imei: str) -> str | None:
+    """A message when the 15th digit is not the Luhn check digit of the first 14."""
+    expected = luhn_check_digit(imei[:14])
+    if ord(imei[14]) - 48 == expected:
+        return None
+    return f'imei "{imei}": check digit should be {expected} (Luhn); is the IMEI mistyped?'

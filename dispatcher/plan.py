@@ -1,0 +1,296 @@
+"""The plan: a job turned into a stream of devices, each with its rendered requests.
+
+``validate``, ``run --dry-run`` and ``run`` all go through here, so what is checked
+is exactly what is sent. Rendering is the bytes-to-be: query parameters in the
+contract's names and order, and the compact JSON body of a write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from dispatcher.fleets import Device, iter_fleet
+from dispatcher.jobfile import (
+    HEX_TEXT,
+    MAX_BODY_BYTES,
+    PLACEHOLDER,
+    Command,
+    LoadedJob,
+    PlatformOptions,
+)
+from dispatcher.problems import Problems
+from dispatcher.seen import SeenImeis
+from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
+
+Op = Literal["write", "read"]
+Params = tuple[tuple[str, str], ...]
+PATH = "/nbiot/offline"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One command for one device, rendered; the window's times are added at send time."""
+
+    index: int
+    op: Op
+    imei: str
+    head: Params  # imei, object ids, mode: everything before the times
+    tail: Params  # retry, timeout, trigger_msg when the job sets them
+    body: bytes | None
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.op == "write" else "GET"
+
+    def query(self, window: Window, now: datetime) -> list[tuple[str, str]]:
+        """The query string's pairs as sent at ``now``.
+
+        ``valid_time`` is left out when the window starts at the platform's "now", and
+        also when it has already passed (a resumed run): the platform refuses a read
+        whose valid_time is not later than its own clock.
+        """
+        pairs = list(self.head)
+        if window.valid is not None and window.valid > now:
+            pairs.append(("valid_time", wire_time(window.valid)))
+        pairs.append(("expired_time", wire_time(window.expired)))
+        pairs.extend(self.tail)
+        return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWork:
+    """A device and its requests, in the job's order."""
+
+    device: Device
+    requests: tuple[Request, ...]
+
+
+class _Template:
+    """One job command, pre-rendered once; only placeholders are filled per device."""
+
+    __slots__ = ("_static", "body", "command", "index", "names", "op", "params", "tail")
+
+    def __init__(self, index: int, command: Command, defaults: PlatformOptions) -> None:
+        self.index = index
+        self.command = command
+        self.op: Op = command.op
+        spec: PlatformOptions
+        params: list[tuple[str, str]] = []
+        if command.write is not None:
+            w = command.write
+            spec = w
+            params += [
+                ("obj_id", str(w.obj_id)),
+                ("obj_inst_id", str(w.obj_inst_id)),
+                ("mode", str(w.mode)),
+            ]
+            items: list[dict[str, Any]] = []
+            for item in w.data:
+                entry: dict[str, Any] = {"res_id": item.res_id}
+                if item.type is not None:
+                    entry["type"] = item.type
+                entry["val"] = item.val
+                items.append(entry)
+            self.body: dict[str, Any] | None = {"data": items}
+        else:
+            r = command.read
+            assert r is not None
+            spec = r
+            params.append(("obj_id", str(r.obj_id)))
+            if r.obj_inst_id is not None:
+                params.append(("obj_inst_id", str(r.obj_inst_id)))
+            if r.res_id is not None:
+                params.append(("res_id", str(r.res_id)))
+            self.body = None
+        self.params = tuple(params)
+        tail: list[tuple[str, str]] = []
+        for key in ("retry", "timeout", "trigger_msg"):
+            value = getattr(spec, key)
+            if value is None:
+                value = getattr(defaults, key)
+            if value is not None:
+                tail.append((key, str(value)))
+        self.tail = tuple(tail)
+        self.names: list[tuple[str, str]] = []  # (variable, where it is used)
+        if command.write is not None:
+            for j, item in enumerate(command.write.data):
+                if isinstance(item.val, str):
+                    for name in PLACEHOLDER.findall(item.val):
+                        self.names.append((name, f"commands[{index}].write.data[{j}].val"))
+        self._static = _encode(self.body) if self.body is not None and not self.names else None
+
+    def render(self, device: Device) -> bytes | None:
+        if self.body is None:
+            return None
+        if self._static is not None:
+            return self._static
+        items = []
+        for entry in self.body["data"]:
+            val = entry["val"]
+            if isinstance(val, str):
+                val = PLACEHOLDER.sub(lambda m: device.variables.get(m.group(1), m.group(0)), val)
+                entry = {**entry, "val": val}
+            items.append(entry)
+        return _encode({"data": items})
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass
+class FleetCount:
+    name: str
+    devices: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class PlanStats:
+    """What a pass over the plan saw; filled while devices are streamed."""
+
+    fleets: list[FleetCount] = field(default_factory=list)
+    devices: int = 0
+    duplicates: int = 0
+
+
+class Plan:
+    """A checked job ready to stream; ``problems`` collects what each pass finds."""
+
+    def __init__(self, loaded: LoadedJob, *, strict: bool = False) -> None:
+        self.loaded = loaded
+        self.job = loaded.job
+        self.strict = strict
+        self.templates = [
+            _Template(i, c, self.job.platform) for i, c in enumerate(self.job.commands)
+        ]
+        self.zone = load_zone(self.job.window.timezone)
+        self.valid_spec = parse_time_spec(self.job.window.valid_time, self.zone)
+        self.expired_spec = parse_time_spec(self.job.window.expired_time, self.zone)
+
+    @property
+    def commands_per_device(self) -> int:
+        return len(self.templates)
+
+    def window_at(self, start: datetime) -> Window:
+        """The window resolved against a run's first start (TimeSpecError if it is wrong)."""
+        return resolve_window(self.valid_spec, self.expired_spec, start)
+
+    def devices(self, problems: Problems, stats: PlanStats | None = None) -> Iterator[DeviceWork]:
+        """Every device of every fleet once, in job order, with its rendered requests.
+
+        Devices with a problem are reported to ``problems`` and left out; a caller
+        that must send nothing when anything is wrong makes one full pass first.
+        """
+        stats = stats if stats is not None else PlanStats()
+        doc = self.loaded.doc
+        with SeenImeis() as seen:
+            for index, spec in enumerate(self.job.fleets):
+                count = FleetCount(spec.name)
+                stats.fleets.append(count)
+                names = sorted(
+                    {n for t in self.templates for n, _ in t.names} - set(spec.variables)
+                )
+                if spec.imeis is not None and names:
+                    problems.error(
+                        doc.file,
+                        self.loaded.fleet_line(index),
+                        f"fleets[{index}]",
+                        f'fleet "{spec.name}" lists bare IMEIs, but the commands use variables '
+                        f"{', '.join('{' + n + '}' for n in names)}; give them in the fleet's variables, or use devices or csv",
+                    )
+                    continue
+                missing_reported: set[str] = set()
+                for device in iter_fleet(
+                    spec, index, self.loaded.path, doc, problems, strict=self.strict
+                ):
+                    requests = self._render(device, problems, missing_reported)
+                    if requests is None:
+                        continue
+                    first = seen.add(
+                        device.imei, f"{device.file}:{device.line} (fleet {device.fleet})"
+                    )
+                    if first is not None:
+                        count.duplicates += 1
+                        stats.duplicates += 1
+                        problems.warning(
+                            device.file,
+                            device.line,
+                            None,
+                            f'imei "{device.imei}" already listed at {first}; sent once',
+                        )
+                        continue
+                    count.devices += 1
+                    stats.devices += 1
+                    yield DeviceWork(device, requests)
+
+    def _render(
+        self, device: Device, problems: Problems, missing_reported: set[str]
+    ) -> tuple[Request, ...] | None:
+        ok = True
+        out: list[Request] = []
+        for t in self.templates:
+            for name, where in t.names:
+                value = device.variables.get(name)
+                if value:
+                    continue
+                ok = False
+                if device.from_csv and value is None:
+                    # A missing column is one problem of the file, not one per row.
+                    if name not in missing_reported:
+                        missing_reported.add(name)
+                        problems.error(
+                            device.file, None, where, f'the fleet has no column "{name}"'
+                        )
+                elif value is None:
+                    problems.error(
+                        device.file,
+                        device.line,
+                        where,
+                        f'device {device.imei} has no variable "{name}"',
+                    )
+                else:
+                    problems.error(
+                        device.file,
+                        device.line,
+                        where,
+                        f'device {device.imei}: variable "{name}" is empty',
+                    )
+            if not ok:
+                continue
+            body = t.render(device)
+            if body is not None and t.names:
+                ok = self._check_filled(t, body, device, problems) and ok
+            if body is not None and len(body) > MAX_BODY_BYTES:
+                problems.error(
+                    device.file,
+                    device.line,
+                    f"commands[{t.index}].write.data",
+                    f"body is {len(body)} bytes for device {device.imei}; the platform takes at most {MAX_BODY_BYTES}",
+                )
+                ok = False
+            out.append(
+                Request(
+                    t.index, t.op, device.imei, (("imei", device.imei), *t.params), t.tail, body
+                )
+            )
+        return tuple(out) if ok else None
+
+    def _check_filled(self, t: _Template, body: bytes, device: Device, problems: Problems) -> bool:
+        assert t.command.write is not None
+        data = json.loads(body)["data"]
+        ok = True
+        for j, item in enumerate(t.command.write.data):
+            if item.type == 1 and not HEX_TEXT.fullmatch(data[j]["val"]):
+                problems.error(
+                    device.file,
+                    device.line,
+                    f"commands[{t.index}].write.data[{j}].val",
+                    f'device {device.imei}: type 1 (Opaque) needs an even-length hex string, got "{data[j]["val"]}"',
+                )
+                ok = False
+        return ok

@@ -1,0 +1,42 @@
+"""A set of IMEIs that stays small in memory however large the fleets are.
+
+Duplicates must be found across every fleet of a job, and a million-device job
+would need tens of MB in a Python set. A private temporary SQLite database (the
+empty file name) keeps the set on disk with a small page cache and deletes itself
+when closed; it is a scratch structure of the plan, not results storage, which is
+why it does not live in the ledger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+class SeenImeis:
+    """Remembers each IMEI with the place it was first seen."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")  # scratch data: nothing to recover
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("BEGIN")
+        self._db.execute("CREATE TABLE seen (imei INTEGER PRIMARY KEY, place TEXT NOT NULL)")
+
+    def add(self, imei: str, place: str) -> str | None:
+        """Record ``imei``; None if new, else the place where it was first seen."""
+        cur = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (int(imei), place))
+        if cur.rowcount == 1:
+            return None
+        row = self._db.execute("SELECT place FROM seen WHERE imei = ?", (int(imei),)).fetchone()
+        return str(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SeenImeis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
