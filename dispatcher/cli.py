@@ -6,7 +6,10 @@ No logic lives here. Every exception family maps to an exit code in ``exit_code_
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -69,6 +72,96 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict", action="store_true", help="treat a wrong IMEI check digit as an error"
     )
+    p = sub.add_parser(
+        "run",
+        help="send every command of a job to every device, recording each answer",
+        description=(
+            "Send every command of the job to every device of its fleets at the job's rate, and record\n"
+            "each answer in the ledger. Running again with the same run id resumes: settled rows are\n"
+            "not sent again. The API key comes from the environment (ONENET_API_KEY) or a file named\n"
+            "in the config, never from the command line."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  onenet-dispatch run jobs/example.yaml --simulate\n"
+            "  ONENET_API_KEY=... onenet-dispatch run jobs/example.yaml --run-id zone-a-2026-11-22\n\n"
+            "exit codes: 0 every row ok; 1 finished with failed, skipped or in-doubt rows;\n"
+            "2 invalid input (nothing sent); 4 platform unavailable; 130/143 stopped by SIGINT/SIGTERM"
+        ),
+    )
+    p.add_argument("job", type=Path, metavar="JOB.yaml")
+    p.add_argument(
+        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (base URL, auth, ledger)"
+    )
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="PATH",
+        help="results ledger (default: ledger.sqlite beside the job)",
+    )
+    p.add_argument(
+        "--run-id", metavar="ID", help="run id (default: the job's name); the same id resumes"
+    )
+    p.add_argument(
+        "--base-url", metavar="URL", help="the platform's API base URL (overrides the config)"
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="send to a built-in simulator on loopback instead (no key; ledger.simulated.sqlite)",
+    )
+    p.add_argument(
+        "--resend-in-doubt",
+        action="store_true",
+        help="send in-doubt rows again: only when the platform cannot tell whether they were queued",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="treat a wrong IMEI check digit as an error"
+    )
+
+    p = sub.add_parser(
+        "export",
+        help="write the ledger's rows as JSON lines or CSV",
+        description="Write one record per ledger row: run_id, fleet, imei, command, op, status, uuid, errno,\n"
+        "error, http_status, attempts, sent_at, answered_at (times ISO 8601 UTC).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  onenet-dispatch export jobs/ledger.sqlite --run-id meter-interval-zone-a --format csv -o out.csv",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
+
+    p = sub.add_parser(
+        "simulate",
+        help="serve a simulated OneNET platform on loopback for rehearsals",
+        description="Serve a simulated OneNET platform that enforces the wire contract. It accepts the\n"
+        "key in the environment variable named by --api-key-env. Its record of queued commands is at\n"
+        "GET /_sim/commands (see docs/simulator.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  ONENET_API_KEY=test onenet-dispatch simulate --port 8080 &\n"
+        "  ONENET_API_KEY=test onenet-dispatch run jobs/example.yaml --base-url http://127.0.0.1:8080",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--api-key-env",
+        default="ONENET_API_KEY",
+        metavar="VAR",
+        help="variable holding the accepted key",
+    )
+    p.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="answer delay")
+    p.add_argument(
+        "--error-rate", type=float, default=0.0, metavar="SHARE", help="share answered errno 7"
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="answer errno 15 above this",
+    )
     return parser
 
 
@@ -80,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args, out, err)
+        if args.command == "run":
+            return _run(args, out, err)
+        if args.command == "export":
+            return _export(args, out)
+        if args.command == "simulate":
+            return _simulate(args, err)
         raise AssertionError(f"unknown command {args.command}")
     except InputError as exc:
         for line in exc.lines():
@@ -124,3 +223,72 @@ def _validate(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.logs import configure_logging
+    from dispatcher.runner import RunOptions, run_job
+    from dispatcher.show import print_run_summary
+
+    configure_logging(err)
+    result = run_job(
+        RunOptions(
+            job=args.job,
+            config=args.config,
+            ledger=args.ledger,
+            run_id=args.run_id,
+            base_url=args.base_url,
+            simulate=args.simulate,
+            resend_in_doubt=args.resend_in_doubt,
+            strict=args.strict,
+        )
+    )
+    print_run_summary(out, result)
+    if result.fatal is not None:
+        err.print(f"error: {result.fatal}", style="bold red", soft_wrap=True)
+        return exit_code_for(result.fatal)
+    if result.signal is not None:
+        return EXIT_SIGINT if result.signal == signal.SIGINT else EXIT_SIGTERM
+    return EXIT_OK if result.all_ok else EXIT_SOME_FAILED
+
+
+def _export(args: argparse.Namespace, out: Console) -> int:
+    from dispatcher.export import write
+    from dispatcher.ledger import Ledger
+
+    if not args.ledger.is_file():
+        raise InputError(f"{args.ledger}: no such ledger")
+    with Ledger(args.ledger) as ledger:
+        if args.run_id is not None and ledger.run(args.run_id) is None:
+            known = ", ".join(r.run_id for r in ledger.runs()) or "none"
+            raise InputError(f'no run "{args.run_id}" in {args.ledger} (runs: {known})')
+        if args.output is None:
+            write(ledger, args.run_id, args.format, sys.stdout)
+        else:
+            tmp = args.output.with_name(args.output.name + ".part")
+            with tmp.open("w", encoding="utf-8", newline="") as handle:
+                write(ledger, args.run_id, args.format, handle)
+            tmp.replace(args.output)
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace, err: Console) -> int:
+    import anyio
+
+    from dispatcher.simulator import SimulatorConfig, serve
+
+    key = os.environ.get(args.api_key_env, "")
+    if not key:
+        raise InputError(f"set {args.api_key_env} to the key the simulator should accept")
+    config = SimulatorConfig(
+        api_key=key, latency=args.latency, error_rate=args.error_rate, rate_limit=args.rate_limit
+    )
+
+    def ready(base_url: str) -> None:
+        err.print(
+            f"simulator listening on {base_url} (record: {base_url}/_sim/commands); Ctrl-C stops it"
+        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(functools.partial(serve, config, args.host, args.port, ready=ready))
+    return EXIT_OK

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dispatcher.check import CheckedJob
+from dispatcher.runner import RunResult
 from dispatcher.timewindow import PLATFORM_TZ
 
 
@@ -50,4 +51,31 @@ def print_plan(console: Console, checked: CheckedJob) -> None:
     console.print(
         f"rate:                {rate.per_second:g}/s, {rate.concurrency} in flight"
         f" -> about {human_duration(checked.duration)}"
+    )
+
+
+def print_run_summary(console: Console, result: RunResult) -> None:
+    """The end-of-run summary: where the run stands, and where to look next."""
+    counts = result.counts
+    total = sum(counts.values())
+    console.print(f"run {result.run_id} -> {result.target}", style="bold")
+    table = Table("status", "rows", box=None, pad_edge=False)
+    for status in ("ok", "failed", "in_doubt", "skipped", "pending", "sending"):
+        if counts.get(status):
+            table.add_row(status, str(counts[status]))
+    table.add_row("total", str(total))
+    console.print(table)
+    t = result.totals
+    console.print(
+        f"this invocation: {t.sent} requests sent, {t.already_done} devices already done,"
+        f" {t.held_in_doubt} devices held on an in-doubt command"
+    )
+    if counts.get("in_doubt"):
+        console.print(
+            f"{counts['in_doubt']} rows are in doubt: they may have been queued. They are not sent again"
+            " unless you run with --resend-in-doubt.",
+            style="yellow",
+        )
+    console.print(
+        f"ledger: {result.ledger}   see: onenet-dispatch export {result.ledger} --run-id {result.run_id}"
     )

@@ -1,0 +1,272 @@
+"""The OneNET client: the one place that speaks HTTP to the platform.
+
+The engine talks to it through ``Transport.send(request, window) -> Outcome``; every
+aiohttp exception is translated here into one of the outcome classes, and nothing of
+a request's headers (the key) ever reaches a message.
+
+aiohttp quietly sends an idempotent request (GET, PUT, ...) a second time when a
+pooled connection drops before the answer. A cached *read* is a GET and is not
+idempotent: sent twice, it queues two commands. aiohttp has no public switch for
+this, so a trace hook counts the connections each request takes and refuses a
+second one: the request then ends ``in_doubt`` (or ``retry`` when not a byte of it
+was written) instead of being resent behind our back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from dispatcher import __version__
+from dispatcher.auth import Authenticator
+from dispatcher.config import HttpConfig
+from dispatcher.errnos import classify_errno
+from dispatcher.outcome import Kind, Outcome
+from dispatcher.plan import Request
+from dispatcher.timewindow import Window
+
+MAX_ANSWER_BYTES = 64 * 1024  # a real answer is ~100 bytes; more is garbage, read no further
+USER_AGENT = f"onenet-dispatcher/{__version__}"
+
+
+class Transport(Protocol):
+    """The seam between the engine and the network."""
+
+    async def send(self, request: Request, window: Window, now: datetime) -> Outcome: ...
+
+
+class _SecondAttempt(Exception):
+    """aiohttp tried to send the same request again on a new connection."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    connections: int = 0
+    headers_sent: bool = False
+
+
+async def _on_connection(
+    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object
+) -> None:
+    attempt = ctx.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.connections += 1
+        if attempt.connections > 1:
+            raise _SecondAttempt()
+
+
+async def _on_headers_sent(
+    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object
+) -> None:
+    attempt = ctx.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.headers_sent = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_start.append(_on_connection)
+    trace.on_connection_reuseconn.append(_on_connection)
+    trace.on_request_headers_sent.append(_on_headers_sent)
+    return trace
+
+
+def build_url(base_url: str, path: str, pairs: list[tuple[str, str]]) -> str:
+    """The request URL, with values encoded as the platform's own examples write them."""
+    query = "&".join(f"{k}={quote(v, safe=':')}" for k, v in pairs)
+    return f"{base_url}{path}?{query}"
+
+
+class OneNetClient:
+    """One aiohttp session per run, its pool sized to the run's concurrency."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: Authenticator,
+        http: HttpConfig,
+        *,
+        concurrency: int,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._auth = auth
+        self._http = http
+        self._concurrency = concurrency
+        self._secrets = secrets
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> OneNetClient:
+        connector = aiohttp.TCPConnector(
+            limit=self._concurrency,
+            limit_per_host=self._concurrency,
+            # Shorter than the server's idle timeout: a connection is never reused just
+            # as the server closes it (that request would die unanswered, in doubt).
+            keepalive_timeout=self._http.keepalive,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._http.connect_timeout, sock_read=self._http.read_timeout
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            trace_configs=[_trace_config()],
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: Request, window: Window, now: datetime) -> Outcome:
+        """Send one request once and classify what came back."""
+        url = build_url(self._base_url, "/nbiot/offline", request.query(window, now))
+        return await self.call(request.method, url, request.body)
+
+    async def call(self, method: str, url: str, body: bytes | None) -> Outcome:
+        session = self._session
+        if session is None:
+            raise RuntimeError("client used outside its context")
+        headers = dict(self._auth.headers())
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        attempt = _Attempt()
+        try:
+            async with session.request(
+                method,
+                URL(url, encoded=True),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                trace_request_ctx=attempt,
+            ) as resp:
+                status = resp.status
+                retry_after = _retry_after(resp.headers)
+                try:
+                    raw = await _read_capped(resp)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    return _classify(
+                        status, None, retry_after, f"answer cut short: {self._text(exc)}"
+                    )
+                return _classify(status, raw, retry_after, None)
+        except _SecondAttempt:
+            kind = Kind.IN_DOUBT if attempt.headers_sent else Kind.RETRY
+            return Outcome(kind, error="connection dropped before an answer")
+        except aiohttp.ConnectionTimeoutError:
+            return Outcome(Kind.RETRY, error="connect timeout")
+        except aiohttp.ClientConnectorError as exc:
+            return Outcome(Kind.RETRY, error=f"cannot connect: {self._text(exc)}")
+        except aiohttp.ServerTimeoutError:
+            kind = Kind.IN_DOUBT if attempt.headers_sent else Kind.RETRY
+            return Outcome(kind, error="no answer within the read timeout")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            kind = Kind.IN_DOUBT if attempt.headers_sent else Kind.RETRY
+            return Outcome(kind, error=f"connection failed: {self._text(exc)}")
+
+    def _text(self, exc: BaseException) -> str:
+        """An exception as text with any secret blanked (aiohttp's reprs can carry headers)."""
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text[:300]
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None when it is larger than MAX_ANSWER_BYTES (not read further)."""
+    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await resp.content.read(16384)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+
+
+def _classify(
+    status: int, raw: bytes | None, retry_after: float | None, cut: str | None
+) -> Outcome:
+    """An HTTP answer as an outcome; see ``outcome`` for what each class promises."""
+    if status in (429, 503):
+        return Outcome(
+            Kind.RETRY, error=f"HTTP {status}", http_status=status, retry_after=retry_after
+        )
+    answer = _json(raw)
+    errno = answer.get("errno") if answer is not None else None
+    if isinstance(errno, int) and not isinstance(errno, bool) and errno != 0:
+        # The platform says it did not take the command: its errno decides what next.
+        error = answer.get("error") if answer is not None else None
+        outcome = classify_errno(errno, str(error) if error is not None else "", status)
+        if retry_after is not None and outcome.kind is Kind.RETRY:
+            return dataclasses.replace(outcome, retry_after=retry_after)
+        return outcome
+    if 200 <= status < 300:
+        if cut is not None:
+            return Outcome(Kind.IN_DOUBT, error=cut, http_status=status)
+        if raw is None:
+            return Outcome(
+                Kind.IN_DOUBT,
+                error=f"answer larger than {MAX_ANSWER_BYTES} bytes",
+                http_status=status,
+            )
+        if answer is None:
+            return Outcome(Kind.IN_DOUBT, error="answer is not a JSON object", http_status=status)
+        data = answer.get("data")
+        uuid = data.get("uuid") if isinstance(data, dict) else None
+        if errno == 0 and isinstance(uuid, str) and uuid:
+            return Outcome(
+                Kind.OK,
+                uuid=uuid,
+                errno=0,
+                error=str(answer.get("error", "succ")),
+                http_status=status,
+            )
+        return Outcome(Kind.IN_DOUBT, error="answer without errno 0 and a uuid", http_status=status)
+    if status == 408:
+        return Outcome(Kind.RETRY, error="HTTP 408", http_status=status, retry_after=retry_after)
+    if 300 <= status < 500:
+        return Outcome(Kind.FAILED, error=f"HTTP {status}", http_status=status)
+    return Outcome(Kind.IN_DOUBT, error=f"HTTP {status}", http_status=status)
+
+
+def _json(raw: bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

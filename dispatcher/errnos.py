@@ -1,0 +1,43 @@
+"""The platform's errno table, and which answers are permanent and which transient.
+
+The platform's pages give two tables that disagree on small numbers, so errno 1 and
+5106 are classified by their text too. An errno we do not know is ``failed``: the
+platform answered, so nothing was queued, and the errno and text are kept for the
+operator instead of being guessed at.
+"""
+
+from __future__ import annotations
+
+from dispatcher.outcome import Kind, Outcome
+
+_PERMANENT = {2, 3, 4, 5, 6, 8, 10, 13, 14, 2001, 5006}
+_TRANSIENT = {7, 17, 5117}
+RATE_LIMITED = 15
+
+
+def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
+    """The outcome of an answer carrying ``errno`` (not 0) and its ``error`` text."""
+    text = error.lower()
+    kind = Kind.FAILED
+    slow = False
+    cap: int | None = None
+    if errno in _TRANSIENT:
+        kind = Kind.RETRY
+    elif errno == RATE_LIMITED:
+        kind, slow = Kind.RETRY, True
+    elif errno == 1:
+        # "auth failed" (NB table) is permanent; "internal server error" (generic table) is not.
+        kind = Kind.RETRY if "internal" in text and "auth" not in text else Kind.FAILED
+    elif errno == 5106:
+        kind = (
+            Kind.RETRY
+            if ("time_out" in text or "timeout" in text or "offline" in text)
+            else Kind.FAILED
+        )
+    elif errno == 5108:
+        kind, cap = Kind.RETRY, 2  # "retry once, then permanent"
+    elif errno in _PERMANENT:
+        kind = Kind.FAILED
+    return Outcome(
+        kind, errno=errno, error=error, http_status=http_status, slow_down=slow, max_attempts=cap
+    )

@@ -1,0 +1,354 @@
+"""The results ledger: one SQLite file, the single place that knows SQL.
+
+A row per (run id, IMEI, command index) says where that work item stands; a
+``runs`` row per run holds the job's hash, the window it resolved at its first
+start, and its start and end. Rows are written ahead: a row is durably ``sending``
+before its request leaves, so a run that dies leaves no request unaccounted for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from dispatcher.errors import LedgerError, RunRefused
+
+APPLICATION_ID = 0x4F4E4454  # "ONDT": marks the file as ours, so a foreign SQLite file is refused
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    OK = "ok"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+    SKIPPED = "skipped"
+
+
+DONE = frozenset({Status.OK, Status.FAILED, Status.SKIPPED})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job_name TEXT NOT NULL,
+    job_path TEXT NOT NULL,
+    job_hash TEXT NOT NULL,
+    target TEXT NOT NULL,
+    valid_time TEXT,
+    expired_time TEXT NOT NULL,
+    first_started_at REAL NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id TEXT NOT NULL,
+    imei TEXT NOT NULL,
+    command INTEGER NOT NULL,
+    fleet TEXT NOT NULL,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    uuid TEXT,
+    errno INTEGER,
+    error TEXT,
+    http_status INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at REAL,
+    answered_at REAL,
+    UNIQUE (run_id, imei, command)
+);
+CREATE INDEX IF NOT EXISTS items_by_status ON items (run_id, status);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    job_name: str
+    job_path: str
+    job_hash: str
+    target: str
+    valid_time: str | None  # ISO 8601 with zone
+    expired_time: str
+    first_started_at: float
+    started_at: float
+    ended_at: float | None
+    state: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to record for one answered work item."""
+
+    imei: str
+    command: int
+    status: Status
+    uuid: str | None
+    errno: int | None
+    error: str | None
+    http_status: int | None
+    attempts: int
+    answered_at: float
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> LedgerError:
+    text = str(exc)
+    if "readonly" in text:
+        return LedgerError(
+            f"ledger {path} is read-only: nothing can be recorded, so nothing is sent"
+        )
+    if "disk is full" in text or "disk I/O" in text:
+        return LedgerError(
+            f"ledger {path}: {text}; stopping before sending what cannot be recorded"
+        )
+    if "not a database" in text or "malformed" in text:
+        return LedgerError(f"{path} is not a usable SQLite ledger ({text})")
+    return LedgerError(f"ledger {path}: {text}")
+
+
+class Ledger:
+    """A ledger file. Writes come from one thread at a time (the run's writer task)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+        try:
+            self._db = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from None
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _translate(exc, path) from None
+        except LedgerError:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id != APPLICATION_ID and tables:
+            raise LedgerError(f"{self.path} is an SQLite file of another program, not a ledger")
+        # WAL: readers (report, export) never block the run's writer.
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: with WAL, NORMAL may lose the last commits on power loss, and a lost
+        # "sending" mark would mean a duplicate command on the next run.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        if not tables:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path} has ledger schema {version}; this version reads {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+        self.unlock()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one run at a time ---------------------------------------------------------
+
+    def lock(self, run_id: str) -> None:
+        """Refuse a second process on this ledger; the kernel frees the lock if we die."""
+        lock_path = Path(f"{self.path}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunRefused(
+                f"ledger {self.path} is in use by {holder}; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} (run {run_id})".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- runs ----------------------------------------------------------------------
+
+    def run(self, run_id: str) -> RunRecord | None:
+        row = self._read("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return RunRecord(*row) if row is not None else None
+
+    def runs(self) -> list[RunRecord]:
+        return [
+            RunRecord(*row)
+            for row in self._read("SELECT * FROM runs ORDER BY first_started_at", ())
+        ]
+
+    def start_run(self, record: RunRecord) -> None:
+        """Insert a new run, or mark an existing one started again."""
+        self._write(
+            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT (run_id) DO UPDATE SET started_at = excluded.started_at,
+               ended_at = NULL, state = excluded.state, reason = NULL""",
+            [tuple(getattr(record, f) for f in RunRecord.__slots__)],
+        )
+
+    def end_run(self, run_id: str, ended_at: float, state: str, reason: str | None) -> None:
+        self._write(
+            "UPDATE runs SET ended_at = ?, state = ?, reason = ? WHERE run_id = ?",
+            [(ended_at, state, reason, run_id)],
+        )
+
+    def recover_sending(self, run_id: str) -> int:
+        """Rows left ``sending`` by a run that died may have been queued: they become in doubt."""
+        return self._write(
+            "UPDATE items SET status = 'in_doubt', error = 'the run stopped while this request was in flight'"
+            " WHERE run_id = ? AND status = 'sending'",
+            [(run_id,)],
+        )
+
+    # -- batched writes from the writer thread ---------------------------------------
+
+    def apply(self, ops: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Apply a batch of operations in one transaction (one fsync); a result per op."""
+        results: list[Any] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for name, args in ops:
+                results.append(getattr(self, f"_op_{name}")(*args))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise _translate(exc, self.path) from None
+        return results
+
+    def _op_register(
+        self, run_id: str, devices: Sequence[tuple[str, str, Sequence[str]]]
+    ) -> dict[str, list[Status]]:
+        """Insert pending rows for new devices; return every device's statuses by command."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO items (run_id, imei, command, fleet, op, status) VALUES (?,?,?,?,?,'pending')",
+            [
+                (run_id, imei, i, fleet, op)
+                for imei, fleet, ops in devices
+                for i, op in enumerate(ops)
+            ],
+        )
+        out: dict[str, list[Status]] = {
+            imei: [Status.PENDING] * len(ops) for imei, _, ops in devices
+        }
+        marks = ",".join("?" * len(out))
+        rows = self._db.execute(
+            f"SELECT imei, command, status FROM items WHERE run_id = ? AND imei IN ({marks})",
+            (run_id, *out),
+        )
+        for imei, command, status in rows:
+            statuses = out[imei]
+            if command < len(statuses):
+                statuses[command] = Status(status)
+        return out
+
+    def _op_sending(self, run_id: str, imei: str, command: int, at: float) -> None:
+        self._db.execute(
+            "UPDATE items SET status = 'sending', sent_at = coalesce(sent_at, ?)"
+            " WHERE run_id = ? AND imei = ? AND command = ?",
+            (at, run_id, imei, command),
+        )
+
+    def _op_answer(self, run_id: str, answer: Answer) -> None:
+        self._db.execute(
+            "UPDATE items SET status = ?, uuid = ?, errno = ?, error = ?, http_status = ?,"
+            " attempts = attempts + ?, answered_at = ? WHERE run_id = ? AND imei = ? AND command = ?",
+            (
+                answer.status.value,
+                answer.uuid,
+                answer.errno,
+                answer.error,
+                answer.http_status,
+                answer.attempts,
+                answer.answered_at,
+                run_id,
+                answer.imei,
+                answer.command,
+            ),
+        )
+
+    def _op_skip_rest(self, run_id: str, imei: str, after: int, reason: str) -> None:
+        self._db.execute(
+            "UPDATE items SET status = 'skipped', error = ? WHERE run_id = ? AND imei = ? AND command > ?"
+            " AND status = 'pending'",
+            (reason, run_id, imei, after),
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status", (run_id,)
+        )
+        return {status: n for status, n in rows}
+
+    def items(self, run_id: str | None = None) -> Iterator[sqlite3.Row]:
+        """Every row of a run (or of all runs), in the order devices were planned."""
+        self._db.row_factory = sqlite3.Row
+        try:
+            if run_id is None:
+                cur = self._read("SELECT * FROM items ORDER BY rowid", ())
+            else:
+                cur = self._read("SELECT * FROM items WHERE run_id = ? ORDER BY rowid", (run_id,))
+        finally:
+            self._db.row_factory = None
+        yield from cur
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _read(self, sql: str, args: Iterable[Any]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(args))
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise _translate(exc, self.path) from None
+        return cur.rowcount
+
+
+def job_fingerprint(parts: dict[str, Any]) -> str:
+    """A stable hash of what must not change under a run id (commands, window, options)."""
+    import hashlib
+
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()

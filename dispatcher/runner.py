@@ -1,0 +1,303 @@
+"""``run``: check the job, open the ledger, send what is left to send, and say how it went.
+
+This wires the parts together for one invocation; the sending itself is the
+engine's. Everything that can be wrong with the input is found before the ledger
+is touched or a request leaves.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import structlog
+
+from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth
+from dispatcher.check import CheckedJob, check_job
+from dispatcher.client import OneNetClient
+from dispatcher.clock import RealClock, unix_now
+from dispatcher.config import Config, Secret, access_key, api_key, check_base_url, load_config
+from dispatcher.engine import Engine, EngineSettings, Totals
+from dispatcher.errors import ConfigError, DispatcherError, RunRefused
+from dispatcher.jobfile import display_path
+from dispatcher.ledger import Ledger, RunRecord, job_fingerprint
+from dispatcher.limiter import RateLimiter
+from dispatcher.problems import Problems
+from dispatcher.timewindow import Window
+from dispatcher.writer import LedgerWriter
+
+log = structlog.get_logger("dispatcher.run")
+
+GRACE_SECONDS = 30.0  # in-flight requests get this long after SIGTERM/SIGINT (systemd waits 90 s)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    job: Path
+    config: Path | None = None
+    ledger: Path | None = None
+    run_id: str | None = None
+    base_url: str | None = None
+    simulate: bool = False
+    resend_in_doubt: bool = False
+    strict: bool = False
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    ledger: Path
+    target: str
+    totals: Totals
+    counts: dict[str, int]  # the whole run's rows by status, this and earlier invocations
+    warnings: Problems
+    signal: int | None = None
+    fatal: DispatcherError | None = None
+    resumed: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def all_ok(self) -> bool:
+        return set(self.counts) <= {"ok"}
+
+
+def run_job(options: RunOptions) -> RunResult:
+    """One invocation of ``run``; raises InputError/RunRefused before anything is sent."""
+    config = load_config(options.config)
+    now = datetime.now(UTC)
+    checked = check_job(options.job, now=now, strict=options.strict)
+    job = checked.plan.job
+    if options.simulate:
+        target = "simulator"
+        auth_factory = None
+    else:
+        target = _base_url(options.base_url or config.base_url)
+        auth_factory = _authenticator(config)
+    run_id = options.run_id or (
+        f"{job.name}-simulated-{now.strftime('%Y%m%dT%H%M%S')}" if options.simulate else job.name
+    )
+    ledger_path = options.ledger or (
+        Path(config.ledger)
+        if config.ledger and not options.simulate
+        else options.job.parent
+        / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
+    )
+    fingerprint = job_fingerprint(
+        {
+            "commands": [c.model_dump() for c in job.commands],
+            "platform": job.platform.model_dump(),
+            "window": job.window.model_dump(),
+        }
+    )
+    with Ledger(ledger_path) as ledger:
+        ledger.lock(run_id)
+        previous = ledger.run(run_id)
+        window = _window_for(previous, checked, fingerprint, target, run_id, now)
+        recovered = ledger.recover_sending(run_id)
+        started = unix_now()
+        ledger.start_run(
+            RunRecord(
+                run_id=run_id,
+                job_name=job.name,
+                job_path=display_path(options.job),
+                job_hash=fingerprint,
+                target=target,
+                valid_time=window.valid.isoformat() if window.valid else None,
+                expired_time=window.expired.isoformat(),
+                first_started_at=previous.first_started_at if previous else started,
+                started_at=started,
+                ended_at=None,
+                state="running",
+                reason=None,
+            )
+        )
+        log.info(
+            "run_started", run_id=run_id, resumed=previous is not None, in_doubt_recovered=recovered
+        )
+        result = RunResult(
+            run_id=run_id,
+            ledger=ledger_path,
+            target=target,
+            totals=Totals(),
+            counts={},
+            warnings=checked.problems,
+            resumed=previous is not None,
+        )
+        try:
+            anyio.run(
+                _send_all,
+                options,
+                config,
+                checked,
+                window,
+                ledger,
+                run_id,
+                target,
+                auth_factory,
+                result,
+            )
+        finally:
+            state = "finished"
+            reason = None
+            if result.fatal is not None:
+                state, reason = "stopped", str(result.fatal)
+            elif result.signal is not None:
+                state, reason = "stopped", f"stopped by {signal.Signals(result.signal).name}"
+            result.counts = ledger.counts(run_id)
+            ledger.end_run(run_id, unix_now(), state, reason)
+            log.info("run_ended", run_id=run_id, state=state, reason=reason, **result.counts)
+    return result
+
+
+def _base_url(value: str) -> str:
+    try:
+        return check_base_url(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _authenticator(config: Config) -> Authenticator:
+    if config.auth.method == "token":
+        if not config.auth.product_id:
+            raise ConfigError("auth.method is token but auth.product_id is not set in the config")
+        return TokenAuth(
+            config.auth.product_id,
+            access_key(config),
+            method=config.auth.sign_method,
+            lifetime=config.auth.token_lifetime,
+        )
+    return ApiKeyAuth(api_key(config))
+
+
+def _window_for(
+    previous: RunRecord | None,
+    checked: CheckedJob,
+    fingerprint: str,
+    target: str,
+    run_id: str,
+    now: datetime,
+) -> Window:
+    """The run's window: resolved at its first start, so a resumed device gets the same expiry."""
+    if previous is None:
+        return checked.window
+    if previous.job_hash != fingerprint:
+        raise RunRefused(
+            f'run "{run_id}" was started with other commands or another window; '
+            "pick a new run id (--run-id) for the changed job"
+        )
+    if previous.target != target:
+        raise RunRefused(
+            f'run "{run_id}" was sent to {previous.target}, not {target}; pick a new run id'
+        )
+    window = Window(
+        valid=datetime.fromisoformat(previous.valid_time) if previous.valid_time else None,
+        expired=datetime.fromisoformat(previous.expired_time),
+    )
+    if window.expired <= now:
+        raise RunRefused(
+            f'run "{run_id}"\'s window closed at {window.expired.isoformat()}; start a new run id to send again'
+        )
+    return window
+
+
+async def _send_all(
+    options: RunOptions,
+    config: Config,
+    checked: CheckedJob,
+    window: Window,
+    ledger: Ledger,
+    run_id: str,
+    target: str,
+    auth: Authenticator | None,
+    result: RunResult,
+) -> None:
+    job = checked.plan.job
+    clock = RealClock()
+    stop = anyio.Event()
+    async with (
+        _platform(options, target, auth) as (base_url, authenticator, secret_values),
+        OneNetClient(
+            base_url,
+            authenticator,
+            config.http,
+            concurrency=job.rate.concurrency,
+            secrets=secret_values,
+        ) as client,
+    ):
+        engine = Engine(
+            checked.plan.devices(Problems()),
+            window=window,
+            transport=client,
+            limiter=RateLimiter(job.rate.per_second, clock),
+            writer=LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8),
+            clock=clock,
+            settings=EngineSettings(
+                concurrency=job.rate.concurrency,
+                attempts=config.retries.attempts,
+                backoff_base=config.retries.backoff_base,
+                backoff_max=config.retries.backoff_max,
+                resend_in_doubt=options.resend_in_doubt,
+            ),
+            stop=stop,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, engine, stop, result, tg.cancel_scope)
+            result.totals = await engine.run()
+            tg.cancel_scope.cancel()
+        result.fatal = engine.fatal
+
+
+@asynccontextmanager
+async def _platform(
+    options: RunOptions, target: str, auth: Authenticator | None
+) -> AsyncIterator[tuple[str, Authenticator, tuple[str, ...]]]:
+    """The platform to send to: the configured one, or a simulator started here."""
+    if not options.simulate:
+        assert auth is not None
+        yield target, auth, _secret_values(auth)
+        return
+    from dispatcher.simulator import SimulatorConfig, running_simulator
+
+    key = secrets.token_urlsafe(24)
+    async with running_simulator(SimulatorConfig(api_key=key), host="127.0.0.1", port=0) as sim:
+        log.info("simulator_started", base_url=sim.base_url)
+        yield sim.base_url, ApiKeyAuth(Secret(key)), (key,)
+
+
+def _secret_values(auth: Authenticator) -> tuple[str, ...]:
+    return tuple(auth.headers().values())
+
+
+async def _watch_signals(
+    engine: Engine, stop: anyio.Event, result: RunResult, scope: anyio.CancelScope
+) -> None:
+    """First SIGINT/SIGTERM: stop taking work, let requests in flight finish (up to a grace
+    period). A second one, or the end of the grace period: stop at once."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if result.signal is None:
+                result.signal = int(signum)
+                log.warning(
+                    "stopping", signal=signal.Signals(signum).name, grace_seconds=GRACE_SECONDS
+                )
+                stop.set()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_grace, engine)
+                    async for _ in signals:
+                        log.warning("stopping_now")
+                        engine.hard_stop()
+                        tg.cancel_scope.cancel()
+                        break
+                    tg.cancel_scope.cancel()
+
+
+async def _grace(engine: Engine) -> None:
+    await anyio.sleep(GRACE_SECONDS)
+    log.warning("grace_period_over")
+    engine.hard_stop()
