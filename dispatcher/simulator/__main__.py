@@ -1,0 +1,39 @@
+"""Run the simulator by hand: `python -m dispatcher.simulator --port 8080`.
+
+The accepted key is read from the environment variable ONENET_SIM_API_KEY (default
+"simulator-api-key") so it never shows in a process list; it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+
+from dispatcher.simulator.config import SimulatorConfig
+from dispatcher.simulator.server import serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m dispatcher.simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    config = SimulatorConfig(
+        api_key=os.environ.get("ONENET_SIM_API_KEY", "simulator-api-key"),
+        latency=args.latency,
+        seed=args.seed,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config, args.host, args.port, ready=_announce))
+
+
+def _announce(base_url: str) -> None:
+    print(f"simulator listening on {base_url} (knobs: {base_url}/_sim/config)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

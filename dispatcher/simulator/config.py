@@ -1,0 +1,167 @@
+"""The simulator's knobs: one mutable dataclass, read afresh by every request.
+
+Tests change a knob either on the live object (`sim.config.error_rate = 1.0`) or over
+HTTP (`POST /_sim/config` with a partial JSON object); both take effect on the next
+request. The keys are secrets: they never appear in a repr or in `GET /_sim/config`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatcher.simulator import errnos
+
+Clock = Callable[[], float]
+"""Returns the simulator's "now" as unix seconds."""
+
+_REDACTED = "<redacted>"
+_RATES = ("error_rate", "http_503_rate", "drop_after_queue_rate", "stall_after_queue_rate")
+_DURATIONS = ("latency", "latency_jitter", "stall_seconds")
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    """How the simulated platform behaves.
+
+    Auth:
+        api_key: the one `api-key` header value accepted.
+        product_id, access_key: when both are set, an `authorization` token signed
+            with `access_key` (base64) for `products/<product_id>` is accepted too.
+    Timing:
+        latency: seconds slept before every platform answer.
+        latency_jitter: up to this many seconds more, drawn uniformly.
+        now: the platform's clock. None = the real clock; a number = the real clock
+            shifted by that many seconds; a callable = whatever it returns (unix s).
+    Faults (each a share 0..1 of platform requests, drawn from `seed`):
+        http_503_rate: answer HTTP 503 before looking at the request.
+        error_rate: answer `error_errno`/`error_text` to an otherwise valid request.
+        drop_after_queue_rate: queue the command, then abort the connection unanswered.
+        stall_after_queue_rate: queue the command, then answer `stall_seconds` late.
+        rate_limit: requests per second accepted (token bucket, burst = max(1, rate));
+            beyond it errno 15. None = no limit.
+        fail_imeis: devices the platform does not know: errno 8.
+    Cancel:
+        cancel_only_before_valid_time: refuse a cancel once the command's valid_time
+            has passed (the platform page's stricter reading); off = cancel any
+            waiting command.
+    """
+
+    api_key: str = field(default="simulator-api-key", repr=False)
+    product_id: str | None = None
+    access_key: str | None = field(default=None, repr=False)
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+    error_rate: float = 0.0
+    error_errno: int = errnos.SERVICE_INTERNAL_ERROR
+    error_text: str = errnos.TEXTS[errnos.SERVICE_INTERNAL_ERROR]
+    rate_limit: float | None = None
+    http_503_rate: float = 0.0
+    drop_after_queue_rate: float = 0.0
+    stall_after_queue_rate: float = 0.0
+    stall_seconds: float = 0.0
+    fail_imeis: set[str] = field(default_factory=set)
+    seed: int | None = 0
+    now: Clock | float | None = None
+    cancel_only_before_valid_time: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def token_auth(self) -> bool:
+        return self.product_id is not None and self.access_key is not None
+
+    def validate(self) -> None:
+        """Raise ValueError on a knob no test could mean."""
+        for name in _RATES:
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {rate!r}")
+        for name in _DURATIONS:
+            seconds = getattr(self, name)
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(f"{name} must be a non-negative number of seconds")
+        if self.rate_limit is not None and not (
+            math.isfinite(self.rate_limit) and self.rate_limit > 0
+        ):
+            raise ValueError("rate_limit must be a positive number of requests/s or None")
+        if self.error_errno == errnos.OK:
+            raise ValueError("error_errno must not be 0: it would read as success")
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")
+        if (self.product_id is None) != (self.access_key is None):
+            raise ValueError("product_id and access_key are set together or not at all")
+        if self.access_key is not None:
+            try:
+                base64.b64decode(self.access_key, validate=True)
+            except binascii.Error:
+                raise ValueError("access_key must be base64, as the platform issues it") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The knobs as `GET /_sim/config` shows them, secrets redacted."""
+        shown: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("api_key", "access_key"):
+                value = None if value is None else _REDACTED
+            elif f.name == "fail_imeis":
+                value = sorted(value)
+            elif f.name == "now" and callable(value):
+                value = "<callable>"
+            shown[f.name] = value
+        return shown
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Apply a partial JSON update in place; all or nothing.
+
+        Raises ValueError naming the first bad key; the live config is then unchanged.
+        """
+        candidate = dataclasses.replace(self)  # validates nothing yet: fields copied as is
+        for key, value in changes.items():
+            setattr(candidate, key, _coerce(key, value))
+        candidate.validate()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(candidate, f.name))
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check one JSON value against the knob's type; JSON has no sets or callables."""
+    if key in ("api_key", "error_text"):
+        return _expect(key, value, str)
+    if key in ("product_id", "access_key"):
+        return None if value is None else _expect(key, value, str)
+    if key in (*_RATES, *_DURATIONS):
+        return float(_expect_number(key, value))
+    if key in ("rate_limit", "now"):
+        return None if value is None else float(_expect_number(key, value))
+    if key in ("error_errno", "seed"):
+        if key == "seed" and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer")
+        return value
+    if key == "fail_imeis":
+        if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+            raise ValueError("fail_imeis must be a list of strings")
+        return set(value)
+    if key == "cancel_only_before_valid_time":
+        return _expect(key, value, bool)
+    raise ValueError(f"unknown knob {key!r}")
+
+
+def _expect(key: str, value: Any, kind: type) -> Any:
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _expect_number(key: str, value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number")
+    return value

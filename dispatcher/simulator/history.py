@@ -1,0 +1,131 @@
+"""The history, detail and cancel answers, in the shapes the platform's pages document.
+
+Where the pages leave a shape open (the contract's list: `args`, `content`,
+`cmd_result`, `remain`, `per_page`, the errno of a refused cancel) the simulator
+chooses, and the dispatcher must not depend on the choice:
+
+- `type` is "WRITE" or "READ" (the platform's example shows "READ");
+- `content` is a JSON text: a write's body as received; for a read, the query's
+  `obj_id`/`obj_inst_id`/`res_id` that were given, as integers;
+- `args` is a JSON text of the write's `obj_id`/`obj_inst_id`/`mode`, None for a read;
+- `remain` is the command's `retry` (nothing has been tried yet);
+- `per_page` defaults to 10 and may be 1..100; `sort` defaults to DESC;
+- a cancel of a command that is not waiting answers errno 6.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.simulator.errnos import Rejection, invalid
+from dispatcher.simulator.rules import DEFAULTS, check_params, parse_int
+from dispatcher.simulator.state import CommandRecord
+from dispatcher.simulator.times import format_answer_time, parse_query_time
+
+HISTORY_PARAMS = frozenset({"imei", "start", "end", "page", "per_page", "sort"})
+BY_UUID_PARAMS = frozenset({"imei"})
+DEFAULT_PER_PAGE = 10
+MAX_PER_PAGE = 100
+
+_TYPES = {"write": "WRITE", "read": "READ"}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    imei: str
+    start: float
+    end: float | None
+    page: int
+    per_page: int
+    newest_first: bool
+
+
+def parse_history_query(pairs: Sequence[tuple[str, str]]) -> HistoryQuery | Rejection:
+    rejection = check_params(pairs, HISTORY_PARAMS, ("imei", "start"))
+    if rejection is not None:
+        return rejection
+    query = dict(pairs)
+    bounds: dict[str, float | None] = {}
+    for name in ("start", "end"):
+        given = query.get(name)
+        bounds[name] = None if given is None else parse_query_time(given)
+        if given is not None and bounds[name] is None:
+            return invalid(f"{name} must be YYYY-MM-DDTHH:MM:SS")
+    page = parse_int(query.get("page", "1"))
+    if page is None or page < 1:
+        return invalid("page must be an integer from 1")
+    per_page = parse_int(query.get("per_page", str(DEFAULT_PER_PAGE)))
+    if per_page is None or not 1 <= per_page <= MAX_PER_PAGE:
+        return invalid(f"per_page must be between 1 and {MAX_PER_PAGE}")
+    sort = query.get("sort", "DESC")
+    if sort not in ("DESC", "ASC"):
+        return invalid("sort must be DESC or ASC")
+    start = bounds["start"]
+    assert start is not None
+    return HistoryQuery(query["imei"], start, bounds["end"], page, per_page, sort == "DESC")
+
+
+def history_page(commands: Sequence[CommandRecord], query: HistoryQuery) -> dict[str, Any]:
+    """`{total_count, items}` for the commands created inside the query's window."""
+    chosen = [
+        c
+        for c in commands
+        # create_time is shown to the second; compare at that resolution so a
+        # command is listed by a window that starts at its displayed create_time.
+        if int(c.received_at) >= query.start
+        and (query.end is None or int(c.received_at) <= query.end)
+    ]
+    if query.newest_first:
+        chosen.reverse()
+    first = (query.page - 1) * query.per_page
+    page = chosen[first : first + query.per_page]
+    return {"total_count": len(chosen), "items": [history_item(c) for c in page]}
+
+
+def history_item(command: CommandRecord) -> dict[str, Any]:
+    return {
+        "cmd_uuid": command.uuid,
+        "type": _TYPES[command.op],
+        "create_time": format_answer_time(command.received_at),
+        "valid_time": format_answer_time(command.valid_at),
+        "expired_time": format_answer_time(command.expires_at),
+        "send_time": None,
+        "trigger_msg": command.int_param("trigger_msg", DEFAULTS["trigger_msg"]),
+        "send_status": command.send_status,
+        "confirm_time": None,
+        "confirm_status": None,
+        "feedback_time": None,
+        "imei": command.imei,
+        "remain": command.int_param("retry", DEFAULTS["retry"]),
+    }
+
+
+def detail(command: CommandRecord) -> dict[str, Any]:
+    """A list item plus args, content and feedback_msg.
+
+    No `cmd_result`: the platform sends it only once the device confirmed.
+    """
+    item = history_item(command)
+    item.update(args=_args(command), content=_content(command), feedback_msg=[])
+    return item
+
+
+def _content(command: CommandRecord) -> str:
+    if command.raw_body is not None:
+        return command.raw_body.decode("utf-8")
+    ids = {
+        name: command.int_param(name)
+        for name in ("obj_id", "obj_inst_id", "res_id")
+        if name in command.query
+    }
+    return json.dumps(ids, separators=(",", ":"))
+
+
+def _args(command: CommandRecord) -> str | None:
+    if command.op != "write":
+        return None
+    names = ("obj_id", "obj_inst_id", "mode")
+    return json.dumps({n: command.int_param(n) for n in names}, separators=(",", ":"))
