@@ -1,0 +1,88 @@
+"""The ledger on its own: schema, write-ahead recovery, locks, foreign and broken files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dispatcher.errors import LedgerError, RunRefused
+from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+
+
+def record(run_id: str = "r1") -> RunRecord:
+    return RunRecord(
+        run_id,
+        "job",
+        "job.yaml",
+        "hash",
+        "http://x",
+        None,
+        "2026-11-24T10:00:00+08:00",
+        1.0,
+        1.0,
+        None,
+        "running",
+        None,
+    )
+
+
+def test_sending_rows_become_in_doubt_on_recovery(tmp_path: Path) -> None:
+    """A row left `sending` by a dead run is in doubt at the next start; others are untouched."""
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.start_run(record())
+        ledger.apply([("register", ("r1", [("865820031234565", "f", ["write", "read"])]))])
+        ledger.apply([("sending", ("r1", "865820031234565", 0, 5.0))])
+        assert 1 == ledger.recover_sending("r1")
+        assert {"in_doubt": 1, "pending": 1} == ledger.counts("r1")
+
+
+def test_register_keeps_existing_rows(tmp_path: Path) -> None:
+    """Registering a device again returns its recorded statuses instead of resetting them."""
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.start_run(record())
+        devices = [("865820031234565", "f", ["write", "read"])]
+        ledger.apply([("register", ("r1", devices))])
+        answer = Answer("865820031234565", 0, Status.OK, "u", 0, None, 200, 1, 6.0)
+        ledger.apply([("answer", ("r1", answer))])
+        [statuses] = ledger.apply([("register", ("r1", devices))])
+        assert {"865820031234565": [Status.OK, Status.PENDING]} == statuses
+
+
+def test_data_survives_reopening(tmp_path: Path) -> None:
+    """What a batch committed is there after the file is closed and opened again."""
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as ledger:
+        ledger.start_run(record())
+        ledger.apply([("register", ("r1", [("865820031234565", "f", ["write"])]))])
+    with Ledger(path) as ledger:
+        assert {"pending": 1} == ledger.counts("r1")
+        assert "r1" == ledger.runs()[0].run_id
+
+
+def test_second_lock_is_refused(tmp_path: Path) -> None:
+    """Two holders of one ledger: the second is refused, naming the first."""
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as first, Ledger(path) as second:
+        first.lock("a")
+        with pytest.raises(RunRefused, match=f"pid {os.getpid()}"):
+            second.lock("b")
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A file that is not SQLite at all is refused with a message, not a traceback."""
+    path = tmp_path / "l.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError, match="not a usable SQLite ledger"):
+        Ledger(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+def test_read_only_ledger_refuses_writes(tmp_path: Path) -> None:
+    """A read-only ledger raises LedgerError on the first write."""
+    path = tmp_path / "l.sqlite"
+    Ledger(path).close()
+    path.chmod(0o444)
+    with Ledger(path) as ledger, pytest.raises(LedgerError):
+        ledger.start_run(record())

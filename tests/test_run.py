@@ -1,0 +1,275 @@
+"""End-to-end runs of the real CLI against the simulator over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dispatcher.cli import main
+from dispatcher.simulator import Simulator
+from tests.helpers import API_KEY, imei, simulator, write_job
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+
+
+def run(job: Path, sim: Simulator, ledger: Path, *extra: str) -> int:
+    return main(["run", str(job), "--base-url", sim.base_url, "--ledger", str(ledger), *extra])
+
+
+def export(
+    ledger: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["export", str(ledger), *extra]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_every_device_gets_each_command_once_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each device gets its write then its read, exactly once, with the exact parameters."""
+    job = write_job(tmp_path, 40)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+        assert run(job, sim, ledger) == 0
+        commands = list(sim.commands)
+    assert len(commands) == 80
+    per_device: dict[str, list[str]] = {}
+    for c in commands:
+        per_device.setdefault(c.imei, []).append(c.op)
+    assert {imei(i): ["write", "read"] for i in range(40)} == per_device
+    first = next(c for c in commands if c.imei == imei(3) and c.op == "write")
+    assert first.raw_query.startswith(
+        f"imei={imei(3)}&obj_id=3300&obj_inst_id=0&mode=1&expired_time="
+    )
+    assert first.raw_query.endswith("&retry=2")
+    assert {
+        "data": [{"res_id": 5700, "val": 60}, {"res_id": 5750, "val": "10.0.0.3"}]
+    } == first.body
+    read = next(c for c in commands if c.imei == imei(3) and c.op == "read")
+    assert read.raw_body in (None, b"")
+    assert read.raw_query.startswith(
+        f"imei={imei(3)}&obj_id=3300&obj_inst_id=0&res_id=5700&expired_time="
+    )
+
+    rows = export(ledger, capsys, "--run-id", "test-job")
+    assert len(rows) == 80
+    by_key = {(r["imei"], r["command"]): r for r in rows}
+    for c in commands:
+        row = by_key[(c.imei, 0 if c.op == "write" else 1)]
+        assert (c.uuid, "ok", c.op) == (row["uuid"], row["status"], row["op"])
+    assert set(rows[0]) == {
+        "run_id", "fleet", "imei", "command", "op", "status", "uuid", "errno", "error",
+        "http_status", "attempts", "sent_at", "answered_at",
+    }  # fmt: skip
+    assert isinstance(rows[0]["imei"], str)
+    assert str(rows[0]["sent_at"]).endswith("Z")
+
+
+def test_rerun_sends_nothing_and_exits_zero(tmp_path: Path) -> None:
+    """A finished run run again with the same run id sends nothing."""
+    job = write_job(tmp_path, 10)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+        assert run(job, sim, ledger) == 0
+        assert run(job, sim, ledger) == 0
+        assert len(sim.commands) == 20
+
+
+def test_new_devices_in_the_fleet_are_added_on_resume(tmp_path: Path) -> None:
+    """Devices added to the fleet after a run are sent on the next run, the old ones are not."""
+    job = write_job(tmp_path, 5)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+        assert run(job, sim, ledger) == 0
+        write_job(tmp_path, 8)
+        assert run(job, sim, ledger) == 0
+        assert Counter(c.imei for c in sim.commands) == {imei(i): 2 for i in range(8)}
+
+
+def test_changed_commands_under_the_same_run_id_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job whose commands changed under an existing run id exits 2 and sends nothing."""
+    job = write_job(tmp_path, 3)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+        assert run(job, sim, ledger) == 0
+        job.write_text(job.read_text().replace("val: 60", "val: 61"))
+        capsys.readouterr()
+        assert run(job, sim, ledger) == 2
+        assert len(sim.commands) == 6
+    assert "pick a new run id" in capsys.readouterr().err
+
+
+def test_failed_first_command_skips_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A permanent error on a device's first command skips its second; exit code 1."""
+    job = write_job(tmp_path, 4)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(fail_imeis={imei(2)}) as sim:
+        assert run(job, sim, ledger) == 1
+        assert imei(2) not in {c.imei for c in sim.commands}
+    rows = {(r["imei"], r["command"]): r for r in export(ledger, capsys)}
+    assert ("failed", 8, 200) == (
+        rows[(imei(2), 0)]["status"],
+        rows[(imei(2), 0)]["errno"],
+        rows[(imei(2), 0)]["http_status"],
+    )
+    assert "skipped" == rows[(imei(2), 1)]["status"]
+    assert "ok" == rows[(imei(1), 1)]["status"]
+
+
+def test_transient_errors_are_retried_until_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HTTP 503 answers are retried with backoff; every row ends ok, each command queued once."""
+    job = write_job(tmp_path, 10)
+    ledger = tmp_path / "ledger.sqlite"
+    config = tmp_path / "config.yaml"
+    config.write_text("retries: {attempts: 20, backoff_base: 0.01, backoff_max: 0.05}\n")
+    with simulator(http_503_rate=0.3, seed=4) as sim:
+        assert run(job, sim, ledger, "--config", str(config)) == 0
+        assert Counter(c.imei for c in sim.commands) == {imei(i): 2 for i in range(10)}
+    rows = export(ledger, capsys)
+    assert any(int(str(r["attempts"])) > 1 for r in rows)
+
+
+def test_a_dropped_read_is_sent_once_and_ends_in_doubt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiohttp would resend a GET whose pooled connection dropped; ours arrives once, in doubt."""
+    commands = "  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"
+    job = write_job(tmp_path, 1, commands=commands)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert run(job, sim, ledger) == 1
+        assert 1 == len(sim.commands)
+        assert 1 == len(sim.requests)
+    [row] = export(ledger, capsys)
+    assert "in_doubt" == row["status"]
+
+
+def test_in_doubt_rows_are_held_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun does not resend an in-doubt row, nor the commands after it, unless asked to."""
+    job = write_job(tmp_path, 1)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert run(job, sim, ledger) == 1
+        sim.config.drop_after_queue_rate = 0.0
+        assert run(job, sim, ledger) == 1
+        assert 1 == len(sim.commands)
+        assert run(job, sim, ledger, "--resend-in-doubt") == 0
+        assert ["write", "write", "read"] == [c.op for c in sim.commands]
+
+
+def test_rate_and_concurrency_hold(tmp_path: Path) -> None:
+    """No 1-second window holds more than the rate (+5 %), and no more than `concurrency` in flight."""
+    job = write_job(tmp_path, 150, rate=100, concurrency=4)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(latency=0.02) as sim:
+        assert run(job, sim, ledger) == 0
+        arrivals = sorted(r.received_at for r in sim.requests)
+        assert sim.max_in_flight <= 4
+    assert 300 == len(arrivals)
+    worst = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
+    assert worst <= 105
+    # evenly spaced: no two sends closer than a fraction of the 10 ms interval
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert sorted(gaps)[len(gaps) // 2] >= 0.008
+
+
+def test_interrupted_run_resumes_without_duplicates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT midway exits 130; the rerun finishes; no device is commanded twice."""
+    job = write_job(tmp_path, 200, rate=400, concurrency=8)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+
+        def interrupt() -> None:
+            deadline = time.monotonic() + 20
+            while len(sim.commands) < 100 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        killer = threading.Thread(target=interrupt)
+        killer.start()
+        assert run(job, sim, ledger) == 130
+        killer.join()
+        first = len(sim.commands)
+        assert 100 <= first < 400
+        assert run(job, sim, ledger) == 0
+        commands = list(sim.commands)
+    assert Counter(c.imei for c in commands) == {imei(i): 2 for i in range(200)}
+    assert len({(c.imei, c.op) for c in commands}) == 400
+    rows = export(ledger, capsys)
+    assert 400 == len(rows)
+    assert {"ok"} == {r["status"] for r in rows}
+    assert {c.uuid for c in commands} == {r["uuid"] for r in rows}
+
+
+def test_second_process_on_the_ledger_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While one run holds the ledger, another exits 2 with a clear message."""
+    from dispatcher.ledger import Ledger
+
+    job = write_job(tmp_path, 2)
+    ledger_path = tmp_path / "ledger.sqlite"
+    with Ledger(ledger_path) as held, simulator() as sim:
+        held.lock("other-run")
+        capsys.readouterr()
+        assert run(job, sim, ledger_path) == 2
+        assert 0 == len(sim.commands)
+    assert "in use by pid" in capsys.readouterr().err
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ledger path holding another program's SQLite file is a clear error, nothing sent."""
+    job = write_job(tmp_path, 2)
+    ledger = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(ledger)
+    db.execute("CREATE TABLE notes (x)")
+    db.commit()
+    db.close()
+    with simulator() as sim:
+        capsys.readouterr()
+        assert run(job, sim, ledger) == 2
+        assert 0 == len(sim.commands)
+    assert "another program" in capsys.readouterr().err
+
+
+def test_missing_key_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ONENET_API_KEY, run exits 2 naming the variable, and creates no ledger."""
+    monkeypatch.delenv("ONENET_API_KEY")
+    job = write_job(tmp_path, 2)
+    with simulator() as sim:
+        assert run(job, sim, tmp_path / "l.sqlite") == 2
+        assert 0 == len(sim.requests)
+    assert "ONENET_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "l.sqlite").exists()
+
+
+def test_simulate_runs_the_example_job(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`run --simulate` sends the example job to a built-in simulator, every row ok."""
+    example = Path(__file__).parent.parent / "jobs" / "example.yaml"
+    assert main(["run", str(example), "--simulate", "--ledger", str(tmp_path / "sim.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "408" in out
