@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import KEY, cpu_seconds, measure, simulator_process, write_job  # noqa: E402
+from bench.common import KEY, cpu_seconds, measure, simulator_process, write_job
 
 
 def main() -> None:
