@@ -134,6 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
 
     p = sub.add_parser(
+        "reconcile",
+        help="settle in-doubt rows by asking the platform what it queued",
+        description="For each in-doubt row, look in the platform's history of that device for a command\n"
+        "created since the row was sent, of the same kind, with a uuid the ledger does not know yet.\n"
+        "Found: the row becomes ok with that uuid. Not found: pending (the next run sends it).\n"
+        "`run` does this by itself before resuming.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  ONENET_API_KEY=... onenet-dispatch reconcile jobs/ledger.sqlite --run-id zone-a-2026-11-22\n\n"
+        "exit codes: 0 nothing left in doubt; 1 some rows could not be settled; 2 invalid input",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument(
+        "--run-id", metavar="ID", help="only this run (default: every run with in-doubt rows)"
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
+    )
+    p.add_argument(
+        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
+    )
+
+    p = sub.add_parser(
         "simulate",
         help="serve a simulated OneNET platform on loopback for rehearsals",
         description="Serve a simulated OneNET platform that enforces the wire contract. It accepts the\n"
@@ -177,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, out, err)
         if args.command == "export":
             return _export(args, out)
+        if args.command == "reconcile":
+            return _reconcile(args, out, err)
         if args.command == "simulate":
             return _simulate(args, err)
         raise AssertionError(f"unknown command {args.command}")
@@ -292,3 +316,29 @@ def _simulate(args: argparse.Namespace, err: Console) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(functools.partial(serve, config, args.host, args.port, ready=ready))
     return EXIT_OK
+
+
+def _reconcile(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.logs import configure_logging
+    from dispatcher.runner import ReconcileOptions, reconcile_ledger
+
+    configure_logging(err)
+    outcome = reconcile_ledger(
+        ReconcileOptions(
+            ledger=args.ledger, run_id=args.run_id, config=args.config, base_url=args.base_url
+        )
+    )
+    undecided = 0
+    for run_id, why in outcome.skipped.items():
+        out.print(f"{run_id}: not reconciled: {why}")
+    for run_id, report in outcome.reports.items():
+        out.print(
+            f"{run_id}: {report.looked_at} in-doubt rows: {report.found} queued (now ok),"
+            f" {report.not_found} not queued (now pending), {report.undecided} still in doubt"
+        )
+        for note in report.notes[:50]:
+            out.print(f"  {note}")
+        undecided += report.undecided
+    if not outcome.reports and not outcome.skipped:
+        out.print("no in-doubt rows")
+    return EXIT_SOME_FAILED if undecided or outcome.skipped else EXIT_OK

@@ -49,6 +49,14 @@ class _SecondAttempt(Exception):
     """aiohttp tried to send the same request again on a new connection."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    raw: bytes | None  # None: larger than MAX_ANSWER_BYTES, or cut short
+    retry_after: float | None
+    cut: str | None  # why the body could not be read to its end
+
+
 @dataclass(slots=True)
 class _Attempt:
     connections: int = 0
@@ -137,6 +145,41 @@ class OneNetClient:
         return await self.call(request.method, url, request.body)
 
     async def call(self, method: str, url: str, body: bytes | None) -> Outcome:
+        """One command request, classified into an outcome."""
+        reply = await self._exchange(method, url, body)
+        if isinstance(reply, Outcome):
+            return reply
+        return _classify(reply.status, reply.raw, reply.retry_after, reply.cut)
+
+    async def ask(self, path: str, pairs: list[tuple[str, str]]) -> dict[str, Any] | Outcome:
+        """A read-only platform query (history, detail): its ``data`` object, or why not.
+
+        Safe to repeat, unlike a command; a failure comes back as an Outcome whose
+        ``error`` says what went wrong.
+        """
+        reply = await self._exchange("GET", build_url(self._base_url, path, pairs), None)
+        if isinstance(reply, Outcome):
+            return reply
+        answer = _json(reply.raw)
+        if reply.status != 200 or answer is None:
+            return Outcome(
+                Kind.RETRY if reply.status in (429, 503) else Kind.FAILED,
+                error=f"HTTP {reply.status}, no usable answer",
+                http_status=reply.status,
+            )
+        errno = answer.get("errno")
+        if errno != 0:
+            return Outcome(
+                Kind.FAILED,
+                errno=errno if isinstance(errno, int) else None,
+                error=str(answer.get("error")),
+                http_status=reply.status,
+            )
+        data = answer.get("data")
+        return data if isinstance(data, dict) else {}
+
+    async def _exchange(self, method: str, url: str, body: bytes | None) -> _Reply | Outcome:
+        """Send once; the raw reply, or the outcome of a request that got none."""
         session = self._session
         if session is None:
             raise RuntimeError("client used outside its context")
@@ -158,10 +201,8 @@ class OneNetClient:
                 try:
                     raw = await _read_capped(resp)
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    return _classify(
-                        status, None, retry_after, f"answer cut short: {self._text(exc)}"
-                    )
-                return _classify(status, raw, retry_after, None)
+                    return _Reply(status, None, retry_after, f"answer cut short: {self._text(exc)}")
+                return _Reply(status, raw, retry_after, None)
         except _SecondAttempt:
             kind = Kind.IN_DOUBT if attempt.headers_sent else Kind.RETRY
             return Outcome(kind, error="connection dropped before an answer")

@@ -7,11 +7,13 @@ variable or a file holding it, so configs can be committed and shared.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import ConfigError
 from dispatcher.jobfile import display_path, translate_errors
@@ -19,6 +21,7 @@ from dispatcher.problems import Problem
 from dispatcher.yamlfile import load_yaml
 
 DEFAULT_BASE_URL = "http://api.heclouds.com"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
 class _Model(BaseModel):
@@ -44,6 +47,18 @@ class AuthConfig(_Model):
     token_lifetime: StrictInt = Field(
         3600, ge=60, le=30 * 86400, description="seconds a token is valid"
     )
+
+    @field_validator("api_key_env", "access_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        # A key pasted here by mistake would otherwise be echoed in "set the variable ...".
+        if not _ENV_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "env_name",
+                "must be the name of an environment variable (such as ONENET_API_KEY), "
+                "not the key itself",
+            )
+        return value
 
 
 class HttpConfig(_Model):

@@ -8,7 +8,8 @@ memory that does not grow with it.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from dispatcher.yamlfile import YamlDoc
 
 # Python's csv default is 128 KiB a field; we keep it, and report a longer one as an error.
 _EMPTY: Mapping[str, str] = {}
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that surrogateescape could not decode
+_NUL_MESSAGE = "binary data (NUL byte) in the file; is it really a CSV?"
+
+
+class _BadLine(Exception):
+    """A line of a CSV file that is not text; reading the file stops there."""
+
+    def __init__(self, line: int, what: str) -> None:
+        super().__init__(what)
+        self.line = line
+        self.what = what
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +133,7 @@ def _csv_devices(
         problems.error(doc.file, job_line, where, f'cannot read "{spec.csv}": {exc.strerror}')
         return
     with handle:
-        reader = csv.reader(handle, delimiter=spec.delimiter, strict=True)
+        reader = csv.reader(_text_lines(handle), delimiter=spec.delimiter, strict=True)
         line = 0
         try:
             header: list[str] | None = None
@@ -160,22 +172,44 @@ def _csv_devices(
                 problems.error(
                     display, None, None, "no header row (the first row names the columns)"
                 )
+        except _BadLine as exc:
+            problems.error(display, exc.line, None, exc.what)
         except UnicodeDecodeError:
+            # The decoder works a block ahead of the reader: find the line itself.
             problems.error(
-                display, reader.line_num + 1, None, "not UTF-8 text (save the file as UTF-8)"
+                display, _undecodable_line(path), None, "not UTF-8 text (save the file as UTF-8)"
             )
         except csv.Error as exc:
-            problems.error(
-                display, reader.line_num or line, None, f"unreadable CSV: {_csv_reason(exc)}"
-            )
+            # The row being read began on the line after the last whole one; a quote
+            # left open is only noticed at the end of the file.
+            problems.error(display, line + 1, None, f"unreadable CSV: {_csv_reason(exc)}")
+
+
+def _text_lines(handle: Iterable[str]) -> Iterator[str]:
+    """The file's lines; the csv module takes NUL as text since Python 3.11, we do not."""
+    for number, line in enumerate(handle, 1):
+        if "\0" in line:
+            raise _BadLine(number, _NUL_MESSAGE)
+        yield line
+
+
+def _undecodable_line(path: Path) -> int | None:
+    """The first line of ``path`` that is not UTF-8, counted as the csv reader counts."""
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        for number, line in enumerate(handle, 1):
+            if _UNDECODABLE.search(line):
+                return number
+    return None
 
 
 def _csv_reason(exc: csv.Error) -> str:
     text = str(exc)
     if "NUL" in text:
-        return "binary data (NUL byte) in the file; is it really a CSV?"
+        return _NUL_MESSAGE
     if "field larger than field limit" in text:
         return f"a field longer than {csv.field_size_limit()} characters"
+    if "unexpected end of data" in text:
+        return 'a quoted field is never closed (a " without its pair)'
     return text
 
 
@@ -183,6 +217,15 @@ def _header_ok(
     header: list[str], spec: FleetSpec, display: str, line: int, problems: Problems
 ) -> bool:
     ok = True
+    if spec.imei_column not in header and any(imei_problem(cell) is None for cell in header):
+        problems.error(
+            display,
+            line,
+            None,
+            "the first row holds an IMEI, not column names; add a header row "
+            f'(such as "{spec.imei_column}") above the devices',
+        )
+        return False
     if spec.imei_column not in header:
         problems.error(
             display,

@@ -9,6 +9,9 @@ variables, the 2 KiB body after they are filled in) live in ``plan``.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import math
 import re
 import types
 import typing
@@ -20,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictInt,
     ValidationError,
     field_validator,
@@ -65,7 +69,21 @@ def _name(value: str) -> str:
     return value
 
 
+def _scalar(value: Any) -> str | int | float | bool:
+    # One message for the whole union: pydantic would report each member (str, int, ...).
+    if value is None:
+        raise PydanticCustomError("null", "needs a value: text, a number or a boolean")
+    if not isinstance(value, (bool, int, float, str)):
+        raise PydanticCustomError(
+            "scalar",
+            "must be text, a number or a boolean, got a {kind}",
+            {"kind": "list" if isinstance(value, list) else "mapping"},
+        )
+    return value
+
+
 Id = Annotated[StrictInt, AfterValidator(_non_negative)]
+Scalar = Annotated[str | int | float | bool, PlainValidator(_scalar)]
 Name = Annotated[str, AfterValidator(_name)]
 Retry = Annotated[StrictInt, _ranged(0, 10)]
 Timeout = Annotated[StrictInt, _ranged(5, 40)]
@@ -108,6 +126,11 @@ class WriteItem(_Model):
             raise PydanticCustomError("null", "must not be null")
         if not isinstance(value, (bool, int, float, str)):
             raise PydanticCustomError("scalar", "must be a boolean, string, integer or float")
+        if isinstance(value, float) and not math.isfinite(value):
+            # json.dumps would write NaN or Infinity, which is not JSON.
+            raise PydanticCustomError(
+                "finite", "must be a finite number, got {value}", {"value": repr(value)}
+            )
         return value
 
     @model_validator(mode="after")
@@ -177,12 +200,12 @@ class FleetSpec(_Model):
 
     name: Name
     imeis: list[ImeiText] | None = Field(None, description="IMEIs (numbers or strings)")
-    devices: list[dict[str, str | int | float | bool]] | None = Field(
+    devices: list[dict[str, Scalar]] | None = Field(
         None, description="inline devices: an imei and per-device variables"
     )
     csv: str | None = Field(None, description="CSV file, relative to the job file")
     imei_column: str = Field("imei", description="the CSV column that holds the IMEI")
-    variables: dict[str, str | int | float | bool] = Field(
+    variables: dict[str, Scalar] = Field(
         default_factory=dict,
         description="variables every device of the fleet has, unless its own say otherwise",
     )
@@ -262,6 +285,16 @@ class Job(_Model):
     commands: list[Command] = Field(min_length=1)
     rate: RateSpec = RateSpec()
 
+    def fingerprint(self) -> str:
+        """A hash of what must not change under a run id: commands, platform options, window."""
+        parts = {
+            "commands": [c.model_dump() for c in self.commands],
+            "platform": self.platform.model_dump(),
+            "window": self.window.model_dump(),
+        }
+        blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
     @field_validator("commands")
     @classmethod
     def _command_cap(cls, value: list[Command]) -> list[Command]:
@@ -277,10 +310,10 @@ class Job(_Model):
     @classmethod
     def _unique_fleets(cls, value: list[FleetSpec]) -> list[FleetSpec]:
         seen: set[str] = set()
-        for fleet in value:
+        for index, fleet in enumerate(value):
             if fleet.name in seen:
                 raise PydanticCustomError(
-                    "dup", 'fleet name "{name}" used twice', {"name": fleet.name}
+                    "dup", 'fleet name "{name}" used twice', {"name": fleet.name, "index": index}
                 )
             seen.add(fleet.name)
         return value
@@ -411,6 +444,10 @@ def _problem(err: ErrorDetails, doc: YamlDoc, root: type[BaseModel]) -> Problem:
         )
     else:
         what = err["msg"].removeprefix("Value error, ")
+    if kind == "dup" and isinstance(ctx.get("index"), int):
+        # located at the second use of the name, not at the list
+        where = format_path((*loc, ctx["index"], "name"))
+        line = doc.line_of((*loc, ctx["index"], "name"))
     # model-level custom errors carry a "key: msg" prefix naming the field they concern
     if kind in ("opaque", "time") and loc:
         head, _, rest = what.partition(": ")

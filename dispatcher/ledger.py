@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -68,6 +67,7 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (run_id, imei, command)
 );
 CREATE INDEX IF NOT EXISTS items_by_status ON items (run_id, status);
+CREATE INDEX IF NOT EXISTS items_by_uuid ON items (uuid) WHERE uuid IS NOT NULL;
 """
 
 
@@ -85,6 +85,17 @@ class RunRecord:
     ended_at: float | None
     state: str
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """An in-doubt row: the request may or may not have been queued."""
+
+    imei: str
+    command: int
+    op: str
+    fleet: str
+    sent_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +317,31 @@ class Ledger:
             (reason, run_id, imei, after),
         )
 
+    # -- settling in-doubt rows ------------------------------------------------------
+
+    def in_doubt(self, run_id: str) -> list[InDoubt]:
+        rows = self._read(
+            "SELECT imei, command, op, fleet, sent_at FROM items WHERE run_id = ? AND status = 'in_doubt'"
+            " ORDER BY rowid",
+            (run_id,),
+        )
+        return [InDoubt(*row) for row in rows]
+
+    def uuid_known(self, uuid: str) -> bool:
+        return (
+            self._read("SELECT 1 FROM items WHERE uuid = ? LIMIT 1", (uuid,)).fetchone() is not None
+        )
+
+    def settle(
+        self, run_id: str, row: InDoubt, status: Status, uuid: str | None, note: str
+    ) -> None:
+        """Settle an in-doubt row: ``ok`` with the uuid found, or ``pending`` (nothing was queued)."""
+        self._write(
+            "UPDATE items SET status = ?, uuid = ?, error = ? WHERE run_id = ? AND imei = ? AND command = ?"
+            " AND status = 'in_doubt'",
+            [(status.value, uuid, note, run_id, row.imei, row.command)],
+        )
+
     # -- reading -------------------------------------------------------------------
 
     def counts(self, run_id: str) -> dict[str, int]:
@@ -344,11 +380,3 @@ class Ledger:
                 self._db.execute("ROLLBACK")
             raise _translate(exc, self.path) from None
         return cur.rowcount
-
-
-def job_fingerprint(parts: dict[str, Any]) -> str:
-    """A stable hash of what must not change under a run id (commands, window, options)."""
-    import hashlib
-
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()

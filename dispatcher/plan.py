@@ -72,7 +72,17 @@ class DeviceWork:
 class _Template:
     """One job command, pre-rendered once; only placeholders are filled per device."""
 
-    __slots__ = ("_static", "body", "command", "index", "names", "op", "params", "tail")
+    __slots__ = (
+        "body",
+        "command",
+        "filled_opaque",
+        "index",
+        "names",
+        "op",
+        "params",
+        "static_body",
+        "tail",
+    )
 
     def __init__(self, index: int, command: Command, defaults: PlatformOptions) -> None:
         self.index = index
@@ -116,18 +126,20 @@ class _Template:
                 tail.append((key, str(value)))
         self.tail = tuple(tail)
         self.names: list[tuple[str, str]] = []  # (variable, where it is used)
+        self.filled_opaque = False  # an Opaque value with variables: re-checked per device
         if command.write is not None:
             for j, item in enumerate(command.write.data):
                 if isinstance(item.val, str):
                     for name in PLACEHOLDER.findall(item.val):
                         self.names.append((name, f"commands[{index}].write.data[{j}].val"))
-        self._static = _encode(self.body) if self.body is not None and not self.names else None
+                        self.filled_opaque = self.filled_opaque or item.type == 1
+        self.static_body = _encode(self.body) if self.body is not None and not self.names else None
 
     def render(self, device: Device) -> bytes | None:
         if self.body is None:
             return None
-        if self._static is not None:
-            return self._static
+        if self.static_body is not None:
+            return self.static_body
         items = []
         for entry in self.body["data"]:
             val = entry["val"]
@@ -188,6 +200,15 @@ class Plan:
         """
         stats = stats if stats is not None else PlanStats()
         doc = self.loaded.doc
+        for t in self.templates:
+            # A body without variables is the same for every device: one problem, at the job.
+            if t.static_body is not None and len(t.static_body) > MAX_BODY_BYTES:
+                problems.error(
+                    doc.file,
+                    doc.line_of(("commands", t.index, "write", "data")),
+                    f"commands[{t.index}].write.data",
+                    f"body is {len(t.static_body)} bytes; the platform takes at most {MAX_BODY_BYTES}",
+                )
         with SeenImeis() as seen:
             for index, spec in enumerate(self.job.fleets):
                 count = FleetCount(spec.name)
@@ -208,7 +229,7 @@ class Plan:
                 for device in iter_fleet(
                     spec, index, self.loaded.path, doc, problems, strict=self.strict
                 ):
-                    requests = self._render(device, problems, missing_reported)
+                    requests = self._render(device, index, problems, missing_reported)
                     if requests is None:
                         continue
                     first = seen.add(
@@ -229,7 +250,7 @@ class Plan:
                     yield DeviceWork(device, requests)
 
     def _render(
-        self, device: Device, problems: Problems, missing_reported: set[str]
+        self, device: Device, fleet_index: int, problems: Problems, missing_reported: set[str]
     ) -> tuple[Request, ...] | None:
         ok = True
         out: list[Request] = []
@@ -243,8 +264,12 @@ class Plan:
                     # A missing column is one problem of the file, not one per row.
                     if name not in missing_reported:
                         missing_reported.add(name)
+                        doc = self.loaded.doc
                         problems.error(
-                            device.file, None, where, f'the fleet has no column "{name}"'
+                            doc.file,
+                            doc.line_of(("fleets", fleet_index, "csv")),
+                            f"fleets[{fleet_index}].csv",
+                            f'"{self.job.fleets[fleet_index].csv}" has no column "{name}" (used in {where})',
                         )
                 elif value is None:
                     problems.error(
@@ -263,16 +288,18 @@ class Plan:
             if not ok:
                 continue
             body = t.render(device)
-            if body is not None and t.names:
+            if body is not None and t.filled_opaque:
                 ok = self._check_filled(t, body, device, problems) and ok
             if body is not None and len(body) > MAX_BODY_BYTES:
+                ok = False
+                if not t.names:
+                    continue  # reported once, at the job
                 problems.error(
                     device.file,
                     device.line,
                     f"commands[{t.index}].write.data",
                     f"body is {len(body)} bytes for device {device.imei}; the platform takes at most {MAX_BODY_BYTES}",
                 )
-                ok = False
             out.append(
                 Request(
                     t.index, t.op, device.imei, (("imei", device.imei), *t.params), t.tail, body

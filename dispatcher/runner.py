@@ -11,7 +11,7 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,16 +24,18 @@ from dispatcher.client import OneNetClient
 from dispatcher.clock import RealClock, unix_now
 from dispatcher.config import Config, Secret, access_key, api_key, check_base_url, load_config
 from dispatcher.engine import Engine, EngineSettings, Totals
-from dispatcher.errors import ConfigError, DispatcherError, RunRefused
-from dispatcher.jobfile import display_path
-from dispatcher.ledger import Ledger, RunRecord, job_fingerprint
+from dispatcher.errors import ConfigError, DispatcherError, InputError, RunRefused
+from dispatcher.ledger import Ledger, RunRecord
 from dispatcher.limiter import RateLimiter
+from dispatcher.plan import Plan, Request
 from dispatcher.problems import Problems
+from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.timewindow import Window
 from dispatcher.writer import LedgerWriter
 
 log = structlog.get_logger("dispatcher.run")
 
+RECONCILE_RATE = 20.0  # history queries per second when the run's job file is not at hand
 GRACE_SECONDS = 30.0  # in-flight requests get this long after SIGTERM/SIGINT (systemd waits 90 s)
 
 
@@ -60,7 +62,8 @@ class RunResult:
     signal: int | None = None
     fatal: DispatcherError | None = None
     resumed: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
+    first_started_at: float = 0.0
+    reconciled: ReconcileReport | None = None
 
     @property
     def all_ok(self) -> bool:
@@ -88,13 +91,7 @@ def run_job(options: RunOptions) -> RunResult:
         else options.job.parent
         / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
     )
-    fingerprint = job_fingerprint(
-        {
-            "commands": [c.model_dump() for c in job.commands],
-            "platform": job.platform.model_dump(),
-            "window": job.window.model_dump(),
-        }
-    )
+    fingerprint = job.fingerprint()
     with Ledger(ledger_path) as ledger:
         ledger.lock(run_id)
         previous = ledger.run(run_id)
@@ -105,7 +102,7 @@ def run_job(options: RunOptions) -> RunResult:
             RunRecord(
                 run_id=run_id,
                 job_name=job.name,
-                job_path=display_path(options.job),
+                job_path=str(options.job.resolve()),
                 job_hash=fingerprint,
                 target=target,
                 valid_time=window.valid.isoformat() if window.valid else None,
@@ -128,6 +125,7 @@ def run_job(options: RunOptions) -> RunResult:
             counts={},
             warnings=checked.problems,
             resumed=previous is not None,
+            first_started_at=previous.first_started_at if previous else started,
         )
         try:
             anyio.run(
@@ -230,11 +228,26 @@ async def _send_all(
             secrets=secret_values,
         ) as client,
     ):
+        limiter = RateLimiter(job.rate.per_second, clock)
+        if options.resend_in_doubt:
+            log.warning("resending_in_doubt", run_id=run_id, rows=len(ledger.in_doubt(run_id)))
+        else:
+            in_doubt = ledger.in_doubt(run_id)
+            if in_doubt:
+                # Ask the platform what became of them before anything else is sent.
+                result.reconciled = await reconcile_run(
+                    ledger,
+                    run_id,
+                    client,
+                    limiter,
+                    fallback_sent_at=result.first_started_at,
+                    requests=requests_for(checked.plan, {row.imei for row in in_doubt}),
+                )
         engine = Engine(
             checked.plan.devices(Problems()),
             window=window,
             transport=client,
-            limiter=RateLimiter(job.rate.per_second, clock),
+            limiter=limiter,
             writer=LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8),
             clock=clock,
             settings=EngineSettings(
@@ -301,3 +314,100 @@ async def _grace(engine: Engine) -> None:
     await anyio.sleep(GRACE_SECONDS)
     log.warning("grace_period_over")
     engine.hard_stop()
+
+
+def requests_for(plan: Plan, imeis: set[str]) -> dict[tuple[str, int], Request]:
+    """The rendered requests of a few devices, found by streaming the plan once."""
+    found: dict[tuple[str, int], Request] = {}
+    for work in plan.devices(Problems()):
+        if work.device.imei in imeis:
+            for request in work.requests:
+                found[(request.imei, request.index)] = request
+    return found
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    ledger: Path
+    run_id: str | None = None
+    config: Path | None = None
+    base_url: str | None = None
+
+
+@dataclass
+class ReconcileOutcome:
+    reports: dict[str, ReconcileReport]
+    skipped: dict[str, str]  # run id -> why it was not reconciled
+
+
+def reconcile_ledger(options: ReconcileOptions) -> ReconcileOutcome:
+    """``reconcile``: settle the in-doubt rows of one run, or of every run, of a ledger."""
+    config = load_config(options.config)
+    if not options.ledger.is_file():
+        raise InputError(f"{options.ledger}: no such ledger")
+    outcome = ReconcileOutcome({}, {})
+    with Ledger(options.ledger) as ledger:
+        if options.run_id is not None:
+            record = ledger.run(options.run_id)
+            if record is None:
+                known = ", ".join(r.run_id for r in ledger.runs()) or "none"
+                raise InputError(f'no run "{options.run_id}" in {options.ledger} (runs: {known})')
+            runs = [record]
+        else:
+            runs = [r for r in ledger.runs() if ledger.in_doubt(r.run_id)]
+        targets: list[tuple[RunRecord, str]] = []
+        for record in runs:
+            if not ledger.in_doubt(record.run_id):
+                continue
+            target = options.base_url or record.target
+            if target == "simulator":
+                outcome.skipped[record.run_id] = "sent to a simulator that is gone; nothing to ask"
+                continue
+            targets.append((record, _base_url(target)))
+        if not targets:
+            return outcome
+        auth = _authenticator(config)
+        ledger.lock(targets[0][0].run_id)
+        anyio.run(_reconcile_all, ledger, targets, config, auth, outcome)
+    return outcome
+
+
+async def _reconcile_all(
+    ledger: Ledger,
+    targets: list[tuple[RunRecord, str]],
+    config: Config,
+    auth: Authenticator,
+    outcome: ReconcileOutcome,
+) -> None:
+    clock = RealClock()
+    for record, base_url in targets:
+        requests, rate = _job_requests(ledger, record)
+        async with OneNetClient(
+            base_url, auth, config.http, concurrency=4, secrets=_secret_values(auth)
+        ) as client:
+            outcome.reports[record.run_id] = await reconcile_run(
+                ledger,
+                record.run_id,
+                client,
+                RateLimiter(rate, clock),
+                fallback_sent_at=record.first_started_at,
+                requests=requests,
+            )
+
+
+def _job_requests(
+    ledger: Ledger, record: RunRecord
+) -> tuple[dict[tuple[str, int], Request] | None, float]:
+    """The run's rendered requests for its in-doubt devices, when its job file is unchanged."""
+    from dispatcher.jobfile import load_job
+
+    try:
+        loaded = load_job(Path(record.job_path))
+    except InputError:
+        log.warning("job_unavailable", run_id=record.run_id, job=record.job_path)
+        return None, RECONCILE_RATE
+    if loaded.job.fingerprint() != record.job_hash:
+        log.warning("job_changed", run_id=record.run_id, job=record.job_path)
+        return None, RECONCILE_RATE
+    imeis = {row.imei for row in ledger.in_doubt(record.run_id)}
+    return requests_for(Plan(loaded), imeis), loaded.job.rate.per_second

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PLATFORM_TZ = timezone(timedelta(hours=8), "UTC+8")
@@ -59,12 +59,12 @@ def parse_time_spec(text: str, zone: tzinfo) -> TimeSpec:
     match = _RELATIVE.fullmatch(value)
     if match:
         seconds = sum(int(n) * _UNITS[u] for n, u in _RELATIVE_PART.findall(match.group(1)))
-        offset = timedelta(seconds=seconds)
-        if offset <= timedelta(0):
+        if seconds <= 0:
             raise TimeSpecError(f'"{text}": a relative time must be later than now')
-        if offset > MAX_RELATIVE:
+        # Compared as a number first: timedelta overflows on a long run of digits.
+        if seconds > MAX_RELATIVE.total_seconds():
             raise TimeSpecError(f'"{text}": more than {MAX_RELATIVE.days} days ahead')
-        return TimeSpec("relative", offset=offset)
+        return TimeSpec("relative", offset=timedelta(seconds=seconds))
     if value.startswith(("+", "-")):
         raise TimeSpecError(
             f'"{text}": relative times are written +30m, +2h, +1d or +1d12h (units s m h d w)'
@@ -77,6 +77,12 @@ def parse_time_spec(text: str, zone: tzinfo) -> TimeSpec:
         ) from None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=zone)
+    try:
+        # Near year 1 or 9999 the shift to UTC or UTC+8 leaves datetime's range.
+        instant.astimezone(UTC)
+        instant.astimezone(PLATFORM_TZ)
+    except OverflowError:
+        raise TimeSpecError(f'"{text}": out of range') from None
     return TimeSpec("absolute", instant=instant)
 
 
@@ -113,6 +119,9 @@ def parse_duration(text: str) -> timedelta:
     match = re.fullmatch(r"(?:[0-9]+[smhdw])+", text.strip(), re.ASCII)
     if not match:
         raise TimeSpecError(f'"{text}": expected a duration such as 90s, 10m or 1h30m')
-    return timedelta(
-        seconds=sum(int(n) * _UNITS[u] for n, u in _RELATIVE_PART.findall(text.strip()))
-    )
+    try:
+        return timedelta(
+            seconds=sum(int(n) * _UNITS[u] for n, u in _RELATIVE_PART.findall(text.strip()))
+        )
+    except OverflowError:
+        raise TimeSpecError(f'"{text}": too long') from None

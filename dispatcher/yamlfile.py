@@ -82,13 +82,19 @@ def load_yaml(path: Path, display: str) -> YamlDoc:
     except UnicodeDecodeError as exc:
         line = blob[: exc.start].count(b"\n") + 1
         raise InputError([Problem(display, line, None, "not UTF-8 text")]) from None
-    loader = _NoAliasLoader(text)
+    try:
+        # The reader refuses control characters (NUL, ...) already in the constructor.
+        loader = _NoAliasLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        what = f"control character U+{int(exc.character):04X} in the text; is it really YAML?"
+        raise InputError([Problem(display, line, None, what)]) from None
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = mark.line + 1 if mark is not None else None
-        what = str(exc.problem or exc.context or "invalid YAML")
+        what = ", ".join(str(part) for part in (exc.context, exc.problem) if part) or "invalid"
         raise InputError([Problem(display, at, None, f"invalid YAML: {what}")]) from None
     except yaml.YAMLError as exc:
         raise InputError([Problem(display, None, None, f"invalid YAML: {exc}")]) from None
@@ -151,7 +157,14 @@ def _build_key(node: Node, doc: YamlDoc, loader: yaml.SafeLoader) -> str:
 
 def _tag_error(node: Node, doc: YamlDoc) -> InputError:
     return InputError(
-        [Problem(doc.file, node.start_mark.line + 1, None, f"YAML tag {node.tag} is not allowed")]
+        [
+            Problem(
+                doc.file,
+                node.start_mark.line + 1,
+                None,
+                f"YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed",
+            )
+        ]
     )
 
 

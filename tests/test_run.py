@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -162,19 +163,77 @@ def test_a_dropped_read_is_sent_once_and_ends_in_doubt(
     assert "in_doubt" == row["status"]
 
 
-def test_in_doubt_rows_are_held_on_resume(
+def test_in_doubt_row_found_on_the_platform_is_settled_ok(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A rerun does not resend an in-doubt row, nor the commands after it, unless asked to."""
+    """A rerun asks the platform's history: the queued write is found (ok, its uuid), then the read is sent."""
     job = write_job(tmp_path, 1)
     ledger = tmp_path / "ledger.sqlite"
     with simulator(drop_after_queue_rate=1.0) as sim:
         assert run(job, sim, ledger) == 1
         sim.config.drop_after_queue_rate = 0.0
+        assert run(job, sim, ledger) == 0
+        commands = list(sim.commands)
+    assert ["write", "read"] == [c.op for c in commands]
+    rows = export(ledger, capsys)
+    assert [("ok", commands[0].uuid), ("ok", commands[1].uuid)] == [
+        (r["status"], r["uuid"]) for r in rows
+    ]
+
+
+def test_in_doubt_row_not_on_the_platform_is_sent_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row left sending by a run that died before the request left is found missing and sent once."""
+    job = write_job(tmp_path, 3)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(fail_imeis={imei(1)}) as sim:
         assert run(job, sim, ledger) == 1
-        assert 1 == len(sim.commands)
+        # as if the run had died between writing "sending" and sending the request
+        db = sqlite3.connect(ledger)
+        db.execute(
+            "UPDATE items SET status = 'sending', errno = NULL, error = NULL WHERE imei = ? AND command = 0",
+            (imei(1),),
+        )
+        db.execute(
+            "UPDATE items SET status = 'pending', error = NULL WHERE imei = ? AND command = 1",
+            (imei(1),),
+        )
+        db.commit()
+        db.close()
+        sim.config.fail_imeis = set()
+        assert run(job, sim, ledger) == 0
+        assert Counter(c.imei for c in sim.commands) == {imei(0): 2, imei(1): 2, imei(2): 2}
+
+
+def test_resend_in_doubt_sends_again(tmp_path: Path) -> None:
+    """The escape hatch: --resend-in-doubt sends the in-doubt command again, even if it was queued."""
+    job = write_job(tmp_path, 1)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert run(job, sim, ledger) == 1
+        sim.config.drop_after_queue_rate = 0.0
         assert run(job, sim, ledger, "--resend-in-doubt") == 0
         assert ["write", "write", "read"] == [c.op for c in sim.commands]
+
+
+def test_reconcile_command_settles_in_doubt_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reconcile` settles an in-doubt row to ok with the uuid the platform queued; exit 0."""
+    job = write_job(
+        tmp_path, 2, commands="  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"
+    )
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert run(job, sim, ledger) == 1
+        capsys.readouterr()
+        assert main(["reconcile", str(ledger), "--base-url", sim.base_url]) == 0
+        assert "2 queued (now ok)" in capsys.readouterr().out
+        uuids = {c.imei: c.uuid for c in sim.commands}
+    rows = export(ledger, capsys)
+    assert uuids == {r["imei"]: r["uuid"] for r in rows}
+    assert {"ok"} == {r["status"] for r in rows}
 
 
 def test_rate_and_concurrency_hold(tmp_path: Path) -> None:
@@ -189,7 +248,7 @@ def test_rate_and_concurrency_hold(tmp_path: Path) -> None:
     worst = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
     assert worst <= 105
     # evenly spaced: no two sends closer than a fraction of the 10 ms interval
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert sorted(gaps)[len(gaps) // 2] >= 0.008
 
 
