@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 from dispatcher.imei import luhn_check_digit
 from dispatcher.simulator import Simulator, SimulatorConfig, running_simulator
@@ -27,16 +29,18 @@ class SimThread:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self._ready = threading.Event()
-        self._stop = threading.Event()
+        self._stop: anyio.Event | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
         self._thread = threading.Thread(target=anyio.run, args=(self._main,), daemon=True)
         self.sim: Simulator | None = None
 
     async def _main(self) -> None:
+        self._stop = anyio.Event()
+        self._token = anyio.lowlevel.current_token()
         async with running_simulator(self.config) as sim:
             self.sim = sim
             self._ready.set()
-            while not self._stop.is_set():
-                await anyio.sleep(0.02)
+            await self._stop.wait()
 
     def start(self) -> Simulator:
         self._thread.start()
@@ -46,7 +50,8 @@ class SimThread:
         return self.sim
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._stop is not None:
+            anyio.from_thread.run_sync(self._stop.set, token=self._token)
         self._thread.join(10)
 
 

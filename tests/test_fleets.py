@@ -190,6 +190,14 @@ def test_csv_as_windows_exports_it(workdir: Path, capsys: pytest.CaptureFixture[
     assert "devices:             2 (0 duplicates dropped)" in result.out
 
 
+def test_csv_with_old_mac_line_ends(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CSV with CR-only line ends (Excel's "CSV (Macintosh)") is read row by row too."""
+    write(workdir, "job.yaml", CSV_JOB)
+    write(workdir, "zone.csv", f"imei,ip\r{IMEI_A},1\r{IMEI_B},2\r86582003123,3\r".encode())
+    result = validate(capsys, "job.yaml")
+    assert ['zone.csv:4: imei "86582003123": must be 15 digits'] == result.problems
+
+
 def test_devices_keep_the_csv_line(workdir: Path) -> None:
     """Each CSV device carries its variables and the physical line it came from."""
     write(workdir, "job.yaml", CSV_JOB)
