@@ -77,11 +77,27 @@ class RetryConfig(_Model):
     backoff_max: float = Field(30.0, gt=0, le=600, description="largest backoff in seconds")
 
 
+class BreakerConfig(_Model):
+    window: StrictInt = Field(20, ge=5, le=10000, description="recent request outcomes looked at")
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="share of them failing platform-wide that stops the run"
+    )
+
+
+class ShutdownConfig(_Model):
+    # Below systemd's default 90 s stop timeout, so the ledger is flushed before SIGKILL.
+    grace: float = Field(
+        30.0, ge=0, le=3600, description="seconds in-flight requests get after SIGTERM/SIGINT"
+    )
+
+
 class Config(_Model):
     base_url: str = Field(DEFAULT_BASE_URL, description="the platform's API base URL")
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
     retries: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
     ledger: str | None = Field(
         None, description="ledger path; default ledger.sqlite beside the job"
     )

@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import anyio
+import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from dispatcher.breaker import CircuitBreaker, platform_level
 from dispatcher.client import Transport
 from dispatcher.clock import Clock, unix_now
-from dispatcher.errors import DispatcherError, LedgerError
+from dispatcher.errors import DispatcherError, LedgerError, PlatformUnavailable
 from dispatcher.ledger import Answer, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import DeviceWork, Request
 from dispatcher.timewindow import Window
 from dispatcher.writer import LedgerWriter
+
+log = structlog.get_logger("dispatcher.engine")
 
 _STATUS = {Kind.OK: Status.OK, Kind.FAILED: Status.FAILED, Kind.IN_DOUBT: Status.IN_DOUBT}
 REGISTER_BATCH = 256  # devices registered in the ledger per transaction by the producer
@@ -42,6 +47,8 @@ class EngineSettings:
     backoff_base: float
     backoff_max: float
     resend_in_doubt: bool = False
+    breaker_window: int = 20
+    breaker_threshold: float = 0.8
 
 
 @dataclass
@@ -103,6 +110,9 @@ class Engine:
         self._work_scope: anyio.CancelScope | None = None
         self.totals = Totals()
         self.fatal: DispatcherError | None = None
+        self._breaker = CircuitBreaker(settings.breaker_window, settings.breaker_threshold)
+        # rows failed by platform-level answers, reopened if the breaker trips
+        self._platform_failed: deque[tuple[str, int]] = deque(maxlen=settings.breaker_window)
 
     def hard_stop(self) -> None:
         """Stop now: requests in flight are abandoned (their rows stay ``sending``)."""
@@ -212,6 +222,8 @@ class Engine:
             attempts += 1
             self.totals.sent += 1
             outcome = await self._transport.send(request, self._window, self._clock.wall())
+            if self._breaker.record(outcome):
+                await self._trip(outcome)
             if outcome.kind is not Kind.RETRY:
                 status = _STATUS[outcome.kind]
                 break
@@ -232,6 +244,11 @@ class Engine:
                 status = Status.PENDING  # provably not queued: the next run sends it
                 break
             await self._backoff(attempts, outcome)
+        if status is Status.FAILED and platform_level(outcome):
+            if self._breaker.tripped:
+                status = Status.PENDING  # the platform, not the device, failed: resend next run
+            else:
+                self._platform_failed.append((request.imei, request.index))
         await self._writer.answer(
             Answer(
                 imei=request.imei,
@@ -246,6 +263,23 @@ class Engine:
             )
         )
         return status
+
+    async def _trip(self, outcome: Outcome) -> None:
+        """Stop taking work: the platform itself is failing. Rows stay resumable."""
+        why = outcome.error or (
+            f"errno {outcome.errno}" if outcome.errno is not None else "no answer"
+        )
+        self.fatal = PlatformUnavailable(
+            f"platform unavailable: {self._breaker.threshold:.0%} or more of the last"
+            f" {self._breaker.window} requests failed platform-wide (last: {why});"
+            " the run stopped and resumes with the same command"
+        )
+        log.error("platform_unavailable", last_error=why, window=self._breaker.window)
+        self._stop.set()
+        rows = list(self._platform_failed)
+        self._platform_failed.clear()
+        if rows:
+            await self._writer.reopen(rows)
 
     async def _backoff(self, attempts: int, outcome: Outcome) -> None:
         """Exponential backoff with full jitter, or what the platform's Retry-After says."""

@@ -311,10 +311,12 @@ class Ledger:
         )
 
     def _op_skip_rest(self, run_id: str, imei: str, after: int, reason: str) -> None:
+        # Only while the command that failed is still failed: it may have been reopened meanwhile.
         self._db.execute(
             "UPDATE items SET status = 'skipped', error = ? WHERE run_id = ? AND imei = ? AND command > ?"
-            " AND status = 'pending'",
-            (reason, run_id, imei, after),
+            " AND status = 'pending' AND EXISTS (SELECT 1 FROM items WHERE run_id = ? AND imei = ?"
+            " AND command = ? AND status = 'failed')",
+            (reason, run_id, imei, after, run_id, imei, after),
         )
 
     # -- settling in-doubt rows ------------------------------------------------------
@@ -340,6 +342,14 @@ class Ledger:
             "UPDATE items SET status = ?, uuid = ?, error = ? WHERE run_id = ? AND imei = ? AND command = ?"
             " AND status = 'in_doubt'",
             [(status.value, uuid, note, run_id, row.imei, row.command)],
+        )
+
+    def _op_reopen(self, run_id: str, rows: Sequence[tuple[str, int]]) -> None:
+        """Failed rows whose failure was the platform's, not the device's: send them again."""
+        self._db.executemany(
+            "UPDATE items SET status = 'pending', error = 'reopened: the platform was unavailable'"
+            " WHERE run_id = ? AND imei = ? AND command >= ? AND status IN ('failed', 'skipped')",
+            [(run_id, imei, command) for imei, command in rows],
         )
 
     # -- reading -------------------------------------------------------------------

@@ -36,7 +36,6 @@ from dispatcher.writer import LedgerWriter
 log = structlog.get_logger("dispatcher.run")
 
 RECONCILE_RATE = 20.0  # history queries per second when the run's job file is not at hand
-GRACE_SECONDS = 30.0  # in-flight requests get this long after SIGTERM/SIGINT (systemd waits 90 s)
 
 
 @dataclass(frozen=True)
@@ -256,11 +255,13 @@ async def _send_all(
                 backoff_base=config.retries.backoff_base,
                 backoff_max=config.retries.backoff_max,
                 resend_in_doubt=options.resend_in_doubt,
+                breaker_window=config.breaker.window,
+                breaker_threshold=config.breaker.threshold,
             ),
             stop=stop,
         )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, engine, stop, result, tg.cancel_scope)
+            tg.start_soon(_watch_signals, engine, stop, result, config.shutdown.grace)
             result.totals = await engine.run()
             tg.cancel_scope.cancel()
         result.fatal = engine.fatal
@@ -288,7 +289,7 @@ def _secret_values(auth: Authenticator) -> tuple[str, ...]:
 
 
 async def _watch_signals(
-    engine: Engine, stop: anyio.Event, result: RunResult, scope: anyio.CancelScope
+    engine: Engine, stop: anyio.Event, result: RunResult, grace: float
 ) -> None:
     """First SIGINT/SIGTERM: stop taking work, let requests in flight finish (up to a grace
     period). A second one, or the end of the grace period: stop at once."""
@@ -296,12 +297,10 @@ async def _watch_signals(
         async for signum in signals:
             if result.signal is None:
                 result.signal = int(signum)
-                log.warning(
-                    "stopping", signal=signal.Signals(signum).name, grace_seconds=GRACE_SECONDS
-                )
+                log.warning("stopping", signal=signal.Signals(signum).name, grace_seconds=grace)
                 stop.set()
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_grace, engine)
+                    tg.start_soon(_grace, engine, grace)
                     async for _ in signals:
                         log.warning("stopping_now")
                         engine.hard_stop()
@@ -310,8 +309,8 @@ async def _watch_signals(
                     tg.cancel_scope.cancel()
 
 
-async def _grace(engine: Engine) -> None:
-    await anyio.sleep(GRACE_SECONDS)
+async def _grace(engine: Engine, grace: float) -> None:
+    await anyio.sleep(grace)
     log.warning("grace_period_over")
     engine.hard_stop()
 

@@ -115,3 +115,6 @@ class LedgerWriter:
 
     async def skip_rest(self, imei: str, after: int, reason: str) -> None:
         await self._do("skip_rest", imei, after, reason)
+
+    async def reopen(self, rows: Sequence[tuple[str, int]]) -> None:
+        await self._do("reopen", rows)

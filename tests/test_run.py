@@ -259,17 +259,21 @@ def test_interrupted_run_resumes_without_duplicates(
     job = write_job(tmp_path, 200, rate=400, concurrency=8)
     ledger = tmp_path / "ledger.sqlite"
     with simulator() as sim:
+        finished = threading.Event()
 
         def interrupt() -> None:
             deadline = time.monotonic() + 20
-            while len(sim.commands) < 100 and time.monotonic() < deadline:
+            while len(sim.commands) < 100 and time.monotonic() < deadline and not finished.is_set():
                 time.sleep(0.005)
-            os.kill(os.getpid(), signal.SIGINT)
+            if not finished.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
 
         killer = threading.Thread(target=interrupt)
         killer.start()
-        assert run(job, sim, ledger) == 130
+        code = run(job, sim, ledger)
+        finished.set()
         killer.join()
+        assert code == 130
         first = len(sim.commands)
         assert 100 <= first < 400
         assert run(job, sim, ledger) == 0
