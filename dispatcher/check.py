@@ -82,7 +82,7 @@ def check_job(
             loaded.display, loaded.doc.line_of(("fleets",)), "fleets", "no devices in any fleet"
         )
     if problems:
-        raise InputError(problems.shown, problems.notes())
+        raise InputError(problems.shown, problems.notes(), errors=problems.errors)
     assert window is not None
     return CheckedJob(plan, stats, window, problems)
 

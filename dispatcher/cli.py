@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = Console(highlight=False, markup=False)
-    err = Console(stderr=True, highlight=False, markup=False)
+    out = Console(highlight=False, markup=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
     try:
         if args.command == "validate":
             return _validate(args, out, err)
@@ -207,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         for line in exc.lines():
             err.print(line, soft_wrap=True)
-        errors = sum(1 for p in exc.problems if p.severity == "error")
         err.print(
-            f"invalid: {errors or len(exc.problems)} problem(s); nothing was sent", style="bold red"
+            f"invalid: {exc.errors or len(exc.problems)} problem(s); nothing was sent",
+            style="bold red",
         )
         return exit_code_for(exc)
     except DispatcherError as exc:

@@ -27,11 +27,21 @@ class DispatcherError(Exception):
 class InputError(DispatcherError):
     """The job, a fleet, the config or the arguments are wrong; nothing was sent."""
 
-    def __init__(self, problems: Sequence[Problem] | str, notes: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        problems: Sequence[Problem] | str,
+        notes: Sequence[str] = (),
+        *,
+        errors: int | None = None,
+    ) -> None:
         if isinstance(problems, str):
             problems = [Problem(file=None, line=None, where=None, what=problems)]
         self.problems: list[Problem] = list(problems)
         self.notes = list(notes)  # e.g. "... and 9950 more errors not shown"
+        # every error found, shown or not
+        self.errors = (
+            errors if errors is not None else sum(p.severity == "error" for p in self.problems)
+        )
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:

@@ -57,7 +57,7 @@ class SimThread:
 
 @contextmanager
 def simulator(**knobs: object) -> Iterator[Simulator]:
-    thread = SimThread(SimulatorConfig(api_key=API_KEY, **knobs))  # type: ignore[arg-type]
+    thread = SimThread(SimulatorConfig(**{"api_key": API_KEY, **knobs}))  # type: ignore[arg-type]
     try:
         yield thread.start()
     finally:

@@ -1,0 +1,106 @@
+"""The API key never shows: not in output, logs, ledger, export, errors or --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dispatcher.auth import ApiKeyAuth, TokenAuth
+from dispatcher.cli import main
+from dispatcher.config import Secret
+from tests.helpers import simulator, write_job
+
+CANARY = "canary-7f3e9b2d41"
+ACCESS = "Y2FuYXJ5LWFjY2Vzcy1rZXk="  # base64 of "canary-access-key"
+
+
+def _everything_in(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
+
+
+def test_no_error_path_shows_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every path a run can take, with a canary key: the key appears in no output and no file."""
+    monkeypatch.setenv("ONENET_API_KEY", CANARY)
+    monkeypatch.setenv("ONENET_ACCESS_KEY", ACCESS)
+    job = write_job(tmp_path, 30, concurrency=4)
+    ledger = tmp_path / "l.sqlite"
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(
+        "retries: {attempts: 2, backoff_base: 0.01, backoff_max: 0.02}\nbreaker: {window: 5, threshold: 0.8}\nhttp: {read_timeout: 0.3}\n"
+    )
+    token = tmp_path / "token.yaml"
+    token.write_text(
+        "auth: {method: token, product_id: '42'}\nretries: {attempts: 2, backoff_base: 0.01}\nbreaker: {window: 5}\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 2\nname: x\n")
+    codes = []
+    with simulator(api_key="the-platform-expects-another") as sim:
+        base = ["--base-url", sim.base_url, "--ledger", str(ledger)]
+        codes.append(
+            main(["run", str(job), *base, "--config", str(quick)])
+        )  # auth failed -> breaker
+        codes.append(
+            main(["run", str(job), *base, "--config", str(token), "--run-id", "t"])
+        )  # token refused
+        codes.append(
+            main(["run", str(job), "--base-url", "ftp://nowhere", "--ledger", str(ledger)])
+        )
+        codes.append(
+            main(
+                [
+                    "run",
+                    str(job),
+                    "--base-url",
+                    "http://127.0.0.1:9",
+                    "--ledger",
+                    str(ledger),
+                    "--run-id",
+                    "u",
+                    "--config",
+                    str(quick),
+                ]
+            )
+        )
+        sim.config.api_key = CANARY
+        sim.config.stall_after_queue_rate = 0.2
+        sim.config.stall_seconds = 1.0
+        codes.append(main(["run", str(job), *base, "--run-id", "v", "--config", str(quick)]))
+        codes.append(main(["reconcile", str(ledger), "--base-url", sim.base_url]))
+    codes.append(main(["validate", str(broken)]))
+    codes.append(main(["export", str(ledger)]))
+    codes.append(main(["export", str(ledger), "--format", "csv", "-o", str(tmp_path / "out.csv")]))
+    assert {4, 2, 1, 0} <= set(codes)
+    out, err = capfd.readouterr()
+    assert CANARY not in out + err
+    assert "canary-access-key" not in out + err
+    files = _everything_in(tmp_path)
+    assert CANARY.encode() not in files
+    assert b"canary-access-key" not in files
+
+
+def test_help_and_reprs_do_not_show_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--help of every command, and the reprs of the objects holding the key, do not show it."""
+    monkeypatch.setenv("ONENET_API_KEY", CANARY)
+    for command in ("validate", "run", "export", "reconcile", "simulate"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "dispatcher", command, "--help"], capture_output=True, text=True
+        )
+        assert 0 == proc.returncode
+        assert CANARY not in proc.stdout + proc.stderr
+        assert "example" in proc.stdout
+    assert CANARY not in repr(Secret(CANARY)) + str(Secret(CANARY))
+    assert CANARY not in repr(ApiKeyAuth(Secret(CANARY)))
+    assert ACCESS not in repr(TokenAuth("42", Secret(ACCESS)))
+
+
+def test_the_key_is_never_taken_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """There is no option for the key: passing one is a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "job.yaml", "--api-key", CANARY])
+    assert 2 == exc.value.code
