@@ -13,6 +13,7 @@ from dispatcher.fleets import iter_fleet
 from dispatcher.jobfile import PLATFORM_PUBLIC_RATE, FleetSpec, JobSchemaError, WindowSpec, load_job
 from dispatcher.plan import Plan, PlanStats
 from dispatcher.problems import Problem, Problems
+from dispatcher.rollout import WaveMap, key_thresholds, shuffle_key, wave_bounds
 from dispatcher.timewindow import TimeSpecError, Window, load_zone, parse_time_spec, resolve_window
 from dispatcher.yamlfile import YamlDoc
 
@@ -29,6 +30,16 @@ class CheckedJob:
     @property
     def total_requests(self) -> int:
         return self.stats.devices * self.plan.commands_per_device
+
+    def wave_map(self, run_id: str) -> WaveMap:
+        """Which wave each device falls in, for ``run_id`` (a shuffled order is seeded by it)."""
+        spec = self.plan.job.rollout
+        bounds = wave_bounds(spec, self.stats.devices)
+        thresholds = None
+        if spec.order == "shuffle":
+            keys = (shuffle_key(run_id, work.device.imei) for work in self.plan.devices(Problems()))
+            thresholds = key_thresholds(keys, bounds)
+        return WaveMap(bounds, thresholds, run_id)
 
     @property
     def duration(self) -> timedelta:

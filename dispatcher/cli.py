@@ -14,11 +14,16 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from dispatcher import __version__
+
+if TYPE_CHECKING:
+    from dispatcher.ledger import Ledger, RunRecord
 from dispatcher.errors import (
+    Aborted,
     DispatcherError,
     InputError,
     LedgerError,
@@ -41,6 +46,8 @@ def exit_code_for(exc: DispatcherError) -> int:
         return EXIT_INPUT
     if isinstance(exc, PlatformUnavailable):
         return EXIT_UNAVAILABLE
+    if isinstance(exc, Aborted):
+        return EXIT_ABORTED
     return EXIT_SOFTWARE
 
 
@@ -119,6 +126,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict", action="store_true", help="treat a wrong IMEI check digit as an error"
     )
+    target = p.add_argument_group(
+        "targeting (recorded in the same ledger: a later full run skips these devices)"
+    )
+    target.add_argument(
+        "--limit", type=int, metavar="N", help="start at most N devices in this invocation"
+    )
+    target.add_argument(
+        "--fleet", action="append", default=[], metavar="NAME", help="only this fleet (repeatable)"
+    )
+    target.add_argument(
+        "--imei-file", type=Path, metavar="FILE", help="only the IMEIs in FILE, one per line"
+    )
+    control = p.add_argument_group("rollout control")
+    control.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the exact requests as JSON lines (key masked); send nothing",
+    )
+    control.add_argument(
+        "--requests-out", type=Path, metavar="FILE", help="with --dry-run: write them here"
+    )
+    control.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="outside the dispatch window, or at a confirm pause: exit 0 (resumable) instead of waiting",
+    )
+    control.add_argument(
+        "--override-abort",
+        action="store_true",
+        help="continue a run its abort rule stopped (logged)",
+    )
 
     p = sub.add_parser(
         "export",
@@ -154,6 +192,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
     )
+
+    p = sub.add_parser(
+        "status",
+        help="where a run stands: wave, counts per status, failure rate, why it stopped",
+        description="Where a run stands: its state and why it stopped, the wave, counts per status,\n"
+        "and the failure rate against the job's abort rule. Safe while the run is going on.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  onenet-dispatch status jobs/ledger.sqlite --run-id zone-a-2026-11-22",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = sub.add_parser(
+        "resume",
+        help='confirm the next wave of a run paused with pause_between_waves: "confirm"',
+        description="Confirm the next wave of a run whose job says pause_between_waves: confirm.\n"
+        "A run waiting at the pause goes on within seconds; a run that exited (--no-wait) starts\n"
+        "the wave on its next `run`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  onenet-dispatch resume jobs/ledger.sqlite --run-id zone-a-2026-11-22",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("--run-id", required=True, metavar="ID")
 
     p = sub.add_parser(
         "simulate",
@@ -199,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, out, err)
         if args.command == "export":
             return _export(args, out)
+        if args.command == "status":
+            return _status(args, out)
+        if args.command == "resume":
+            return _resume(args, out)
         if args.command == "reconcile":
             return _reconcile(args, out, err)
         if args.command == "simulate":
@@ -254,6 +320,12 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from dispatcher.runner import RunOptions, run_job
     from dispatcher.show import print_run_summary
 
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be 1 or more")
+    if args.requests_out is not None and not args.dry_run:
+        raise InputError("--requests-out goes with --dry-run")
+    if args.dry_run:
+        return _dry_run(args, out, err)
     configure_logging(err)
     result = run_job(
         RunOptions(
@@ -265,6 +337,12 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             simulate=args.simulate,
             resend_in_doubt=args.resend_in_doubt,
             strict=args.strict,
+            limit=args.limit,
+            fleets=tuple(args.fleet),
+            imei_file=args.imei_file,
+            override_abort=args.override_abort,
+            no_wait=args.no_wait,
+            interactive=sys.stdin.isatty() and out.is_terminal,
         )
     )
     print_run_summary(out, result)
@@ -273,7 +351,87 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         return exit_code_for(result.fatal)
     if result.signal is not None:
         return EXIT_SIGINT if result.signal == signal.SIGINT else EXIT_SIGTERM
+    if result.paused is not None:
+        return EXIT_OK
     return EXIT_OK if result.all_ok else EXIT_SOME_FAILED
+
+
+def _dry_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher import dryrun
+    from dispatcher.check import check_job
+    from dispatcher.config import check_base_url, load_config
+    from dispatcher.runner import read_imei_file
+
+    config = load_config(args.config)
+    now = datetime.now(UTC)
+    checked = check_job(args.job, now=now, strict=args.strict)
+    try:
+        base_url = check_base_url(args.base_url or config.base_url)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    records = dryrun.requests(
+        checked,
+        run_id=args.run_id or checked.plan.job.name,
+        base_url=base_url,
+        auth_header="authorization" if config.auth.method == "token" else "api-key",
+        now=now,
+        fleets=frozenset(args.fleet) or None,
+        imeis=read_imei_file(args.imei_file) if args.imei_file is not None else None,
+        limit=args.limit,
+    )
+    if args.requests_out is None:
+        n = dryrun.write(records, sys.stdout)
+    else:
+        tmp = args.requests_out.with_name(args.requests_out.name + ".part")
+        with tmp.open("w", encoding="utf-8") as handle:
+            n = dryrun.write(records, handle)
+        tmp.replace(args.requests_out)
+    err.print(f"dry run: {n} requests, nothing sent")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, out: Console) -> int:
+    from dispatcher.show import print_status
+
+    with _open_ledger(args.ledger) as ledger:
+        runs = [_known_run(ledger, args.run_id)] if args.run_id else ledger.runs()
+        if not runs:
+            out.print("no runs in this ledger")
+        for record in runs:
+            print_status(out, record, ledger.counts(record.run_id), as_json=args.format == "json")
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace, out: Console) -> int:
+    with _open_ledger(args.ledger) as ledger:
+        record = _known_run(ledger, args.run_id)
+        if record.wave + 1 >= record.waves:
+            out.print(
+                f"run {record.run_id} has no wave left to confirm (wave {record.wave + 1} of {record.waves})"
+            )
+            return EXIT_OK
+        ledger.confirm_wave(record.run_id, record.wave + 1)
+        out.print(
+            f"run {record.run_id}: wave {record.wave + 2} of {record.waves} confirmed; a waiting run goes on,"
+            " or the next `run` starts it"
+        )
+    return EXIT_OK
+
+
+def _open_ledger(path: Path) -> Ledger:
+    from dispatcher.ledger import Ledger
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such ledger")
+    return Ledger(path)
+
+
+def _known_run(ledger: Ledger, run_id: str) -> RunRecord:
+    record = ledger.run(run_id)
+    if record is None:
+        known = ", ".join(r.run_id for r in ledger.runs()) or "none"
+        raise InputError(f'no run "{run_id}" in {ledger.path} (runs: {known})')
+    return record
 
 
 def _export(args: argparse.Namespace, out: Console) -> int:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import anyio
 import structlog
@@ -24,11 +25,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from dispatcher.breaker import CircuitBreaker, platform_level
 from dispatcher.client import Transport
 from dispatcher.clock import Clock, unix_now
-from dispatcher.errors import DispatcherError, LedgerError, PlatformUnavailable
+from dispatcher.errors import Aborted, DispatcherError, LedgerError, PlatformUnavailable
 from dispatcher.ledger import Answer, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import DeviceWork, Request
+from dispatcher.rollout import AbortRule, WaveMap, ramp_rate
+from dispatcher.rolloutspec import RampSpec
+from dispatcher.schedule import DispatchWindow
 from dispatcher.timewindow import Window
 from dispatcher.writer import LedgerWriter
 
@@ -52,9 +56,34 @@ class EngineSettings:
 
 
 @dataclass
+class Rollout:
+    """How the fleet is rolled out: waves, pauses, abort rule, dispatch window, targeting."""
+
+    waves: WaveMap
+    start_wave: int = 0
+    pause: timedelta = timedelta(0)
+    # awaited before each wave after the first: True to go on, False to stop (resumable)
+    confirm: Callable[[int], Awaitable[bool]] | None = None
+    abort: AbortRule = field(default_factory=lambda: AbortRule(None))
+    dispatch: DispatchWindow | None = None
+    no_wait: bool = False  # outside the dispatch window: stop (resumable) instead of sleeping
+    ramp: RampSpec | None = None
+    fleets: frozenset[str] | None = None
+    imeis: frozenset[str] | None = None
+    limit: int | None = None  # devices to start in this invocation at most
+    on_wave: Callable[[int], Awaitable[None]] | None = None
+
+
+@dataclass
 class Totals:
     """What this invocation did, for progress and the summary."""
 
+    wave: int = 0
+    waves: int = 1
+    paused: str | None = None  # why sending is paused right now
+    stopped_outside_window: bool = False
+    stopped_for_confirmation: bool = False
+    started_devices: int = 0
     planned_devices: int = 0
     already_done: int = 0  # devices whose every command was settled by an earlier run
     held_in_doubt: int = 0  # devices waiting on an in-doubt command
@@ -87,7 +116,7 @@ def first_to_send(statuses: list[Status], resend_in_doubt: bool) -> int | None:
 class Engine:
     def __init__(
         self,
-        devices: Iterator[DeviceWork],
+        devices: Callable[[], Iterator[DeviceWork]],
         *,
         window: Window,
         transport: Transport,
@@ -96,6 +125,7 @@ class Engine:
         clock: Clock,
         settings: EngineSettings,
         stop: anyio.Event,
+        rollout: Rollout,
         rng: random.Random | None = None,
     ) -> None:
         self._devices = devices
@@ -107,6 +137,7 @@ class Engine:
         self._settings = settings
         self._stop = stop
         self._rng = rng or random.Random()
+        self._rollout = rollout
         self._work_scope: anyio.CancelScope | None = None
         self.totals = Totals()
         self.fatal: DispatcherError | None = None
@@ -121,34 +152,129 @@ class Engine:
             self._work_scope.cancel()
 
     async def run(self) -> Totals:
+        rollout = self._rollout
+        self.totals.waves = rollout.waves.waves
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._writer.run)
             try:
                 async with anyio.create_task_group() as inner:
                     self._work_scope = inner.cancel_scope
-                    send, recv = anyio.create_memory_object_stream[_Work](
-                        self._settings.concurrency
-                    )
-                    inner.start_soon(self._produce, send)
-                    async with recv:
-                        for _ in range(self._settings.concurrency):
-                            inner.start_soon(self._work, recv.clone())
+                    if rollout.ramp is not None:
+                        inner.start_soon(self._ramp, rollout.ramp)
+                    for wave in range(rollout.start_wave, rollout.waves.waves):
+                        if wave > rollout.start_wave and not await self._between_waves(wave):
+                            break
+                        if self._stop.is_set():
+                            break
+                        self.totals.wave = wave
+                        if rollout.on_wave is not None:
+                            await rollout.on_wave(wave)
+                        log.info("wave_started", wave=wave + 1, waves=rollout.waves.waves)
+                        await self._run_wave(wave)
+                        if self._stop.is_set():
+                            break
+                        log.info("wave_finished", wave=wave + 1, waves=rollout.waves.waves)
+                    inner.cancel_scope.cancel()  # the ramp task
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._writer.close()
         return self.totals
+
+    async def _run_wave(self, wave: int) -> None:
+        """One producer and the worker pool over the devices of ``wave``; returns when all are done."""
+        async with anyio.create_task_group() as tg:
+            send, recv = anyio.create_memory_object_stream[_Work](self._settings.concurrency)
+            tg.start_soon(self._produce, send, wave)
+            async with recv:
+                for _ in range(self._settings.concurrency):
+                    tg.start_soon(self._work, recv.clone())
+
+    async def _between_waves(self, wave: int) -> bool:
+        """The pause before ``wave``: a timed wait, or a confirmation. False: stop here."""
+        rollout = self._rollout
+        if rollout.confirm is not None:
+            self.totals.paused = f"waiting for confirmation to start wave {wave + 1}"
+            log.info("wave_waiting_for_confirmation", wave=wave + 1)
+            go_on = await rollout.confirm(wave)
+            self.totals.paused = None
+            if not go_on:
+                self.totals.stopped_for_confirmation = True
+            return go_on
+        if rollout.pause > timedelta(0):
+            self.totals.paused = f"pause before wave {wave + 1}"
+            log.info("wave_pause", wave=wave + 1, seconds=rollout.pause.total_seconds())
+            await self._sleep_or_stop(rollout.pause.total_seconds())
+            self.totals.paused = None
+        return not self._stop.is_set()
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        """Sleep on the engine's clock, waking early when the run is stopped."""
+        async with anyio.create_task_group() as tg:
+
+            async def sleeper() -> None:
+                await self._clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            async def stopper() -> None:
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(sleeper)
+            tg.start_soon(stopper)
+
+    async def _ramp(self, ramp: RampSpec) -> None:
+        """Grow the rate from ``ramp.start`` by ``ramp.factor`` every ``ramp.every``."""
+        target = self._limiter.per_second
+        started = self._clock.monotonic()
+        while True:
+            rate = ramp_rate(ramp, target, self._clock.monotonic() - started)
+            self._limiter.set_rate(rate)
+            log.info("rate", per_second=rate)
+            if rate >= target:
+                return
+            await self._clock.sleep(ramp.period.total_seconds())
+
+    async def _gate(self) -> bool:
+        """Wait while outside the dispatch window; False when the run must stop instead."""
+        dispatch = self._rollout.dispatch
+        if dispatch is None:
+            return True
+        while not self._stop.is_set():
+            now = self._clock.wall()
+            opens = dispatch.next_open(now)
+            if opens <= now:
+                self.totals.paused = None
+                return True
+            if self._rollout.no_wait:
+                if not self.totals.stopped_outside_window:
+                    log.info("outside_dispatch_window", opens=opens.isoformat(), action="exit")
+                self.totals.stopped_outside_window = True
+                self._stop.set()
+                return False
+            if self.totals.paused is None:
+                log.info("outside_dispatch_window", opens=opens.isoformat(), action="sleep")
+            self.totals.paused = f"outside the dispatch window until {opens.isoformat()}"
+            await self._sleep_or_stop((opens - now).total_seconds())
+        return False
 
     def _fail(self, exc: DispatcherError) -> None:
         if self.fatal is None:
             self.fatal = exc
         self.hard_stop()
 
-    async def _produce(self, send: MemoryObjectSendStream[_Work]) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[_Work], wave: int) -> None:
+        rollout = self._rollout
         async with send:
             batch: list[DeviceWork] = []
-            for device in self._devices:
-                if self._stop.is_set():
+            for position, device in enumerate(self._devices()):
+                if self._stop.is_set() or self._limit_reached():
                     return
+                if rollout.waves.wave_of(position, device.device.imei) != wave:
+                    continue
+                if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
+                    continue
+                if rollout.imeis is not None and device.device.imei not in rollout.imeis:
+                    continue
                 batch.append(device)
                 if len(batch) >= REGISTER_BATCH:
                     if not await self._hand_out(batch, send):
@@ -156,6 +282,10 @@ class Engine:
                     batch = []
             if batch and not self._stop.is_set():
                 await self._hand_out(batch, send)
+
+    def _limit_reached(self) -> bool:
+        limit = self._rollout.limit
+        return limit is not None and self.totals.started_devices >= limit
 
     async def _hand_out(self, batch: list[DeviceWork], send: MemoryObjectSendStream[_Work]) -> bool:
         try:
@@ -175,6 +305,9 @@ class Engine:
                 else:
                     self.totals.already_done += 1
                 continue
+            if self._limit_reached():
+                return False
+            self.totals.started_devices += 1
             try:
                 await send.send(_Work(work, start))
             except anyio.BrokenResourceError:
@@ -195,10 +328,12 @@ class Engine:
     async def _device(self, work: _Work) -> None:
         requests = work.device.requests
         for request in requests[work.start :]:
-            if self._stop.is_set():
+            if self._stop.is_set() or not await self._gate():
                 return  # the rest stay pending: the next run sends them
-            status = await self._command(request)
+            status, errno = await self._command(request)
             self.totals.count(status)
+            if status in (Status.OK, Status.FAILED):
+                self._check_abort(status is Status.OK, errno)
             if status is Status.OK:
                 continue
             if status is Status.FAILED and request.index + 1 < len(requests):
@@ -210,7 +345,14 @@ class Engine:
                 )
             return
 
-    async def _command(self, request: Request) -> Status:
+    def _check_abort(self, ok: bool, errno: int | None) -> None:
+        reason = self._rollout.abort.record(ok, errno)
+        if reason is not None and self.fatal is None:
+            self.fatal = Aborted(f"rollout aborted: {reason}")
+            log.error("rollout_aborted", reason=reason)
+            self._stop.set()
+
+    async def _command(self, request: Request) -> tuple[Status, int | None]:
         """Send one command, retrying what provably did not arrive; record its answer."""
         attempts = 0
         cap = self._settings.attempts
@@ -262,7 +404,7 @@ class Engine:
                 answered_at=unix_now(),
             )
         )
-        return status
+        return status, outcome.errno
 
     async def _trip(self, outcome: Outcome) -> None:
         """Stop taking work: the platform itself is failing. Rows stay resumable."""

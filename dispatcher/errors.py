@@ -6,7 +6,8 @@
     ├── RunRefused                  the ledger says this run must not go on: exit 2
     ├── LedgerError                 the ledger cannot be opened or written: exit 2 before
     │                               sending, otherwise the run stops (resumable)
-    └── PlatformUnavailable         the platform stopped answering (outage): exit 4
+    ├── PlatformUnavailable         the platform stopped answering (outage): exit 4
+    └── Aborted                     the rollout's abort rule fired, or the run was aborted: exit 3
 
 The CLI maps each family to its exit code in one place (``cli.exit_code_for``).
 Library exceptions (aiohttp, sqlite3, yaml) are translated where they are raised,
@@ -62,3 +63,7 @@ class LedgerError(DispatcherError):
 
 class PlatformUnavailable(DispatcherError):
     """The platform (or the network to it) stopped answering; the run is resumable."""
+
+
+class Aborted(DispatcherError):
+    """The rollout's abort rule stopped the run; a rerun needs --override-abort."""

@@ -33,6 +33,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dispatcher.errors import InputError
 from dispatcher.problems import Problem
+from dispatcher.rolloutspec import DispatchWindowSpec, RampSpec, RolloutSpec
 from dispatcher.timewindow import DEFAULT_ZONE, TimeSpecError, load_zone, parse_time_spec
 from dispatcher.yamlfile import YamlDoc, format_path, load_yaml
 
@@ -251,6 +252,7 @@ class WindowSpec(_Model):
 class RateSpec(_Model):
     per_second: float = Field(50, description="requests per second, all commands together")
     concurrency: StrictInt = Field(16, description="requests in flight at most")
+    ramp: RampSpec | None = Field(None, description="start slower and grow to per_second")
 
     @field_validator("per_second", mode="before")
     @classmethod
@@ -284,6 +286,12 @@ class Job(_Model):
     platform: PlatformOptions = PlatformOptions()
     commands: list[Command] = Field(min_length=1)
     rate: RateSpec = RateSpec()
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="canary waves and abort rules"
+    )
+    dispatch_window: DispatchWindowSpec | None = Field(
+        None, description="only send inside these local times"
+    )
 
     def fingerprint(self) -> str:
         """A hash of what must not change under a run id: commands, platform options, window."""
@@ -428,6 +436,15 @@ def _problem(err: ErrorDetails, doc: YamlDoc, root: type[BaseModel]) -> Problem:
         what = f"must be text, got {value!r}"
     elif kind in ("float_type", "float_parsing"):
         what = f"must be a number, got {value!r}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words = {
+            "greater_than": "more than",
+            "greater_than_equal": "at least",
+            "less_than": "less than",
+            "less_than_equal": "at most",
+        }
+        bound = next(iter(ctx.values()), "?")
+        what = f"must be {words[kind]} {bound}, got {value!r}"
     elif kind == "literal_error":
         what = f"must be {ctx.get('expected')}, got {value!r}"
     elif kind in ("list_type",):

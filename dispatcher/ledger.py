@@ -48,7 +48,12 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL NOT NULL,
     ended_at REAL,
     state TEXT NOT NULL,
-    reason TEXT
+    reason TEXT,
+    devices INTEGER NOT NULL DEFAULT 0,
+    waves INTEGER NOT NULL DEFAULT 1,
+    wave INTEGER NOT NULL DEFAULT 0,
+    confirmed_wave INTEGER NOT NULL DEFAULT 0,
+    rollout TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     run_id TEXT NOT NULL,
@@ -85,6 +90,11 @@ class RunRecord:
     ended_at: float | None
     state: str
     reason: str | None
+    devices: int = 0  # devices in the job's fleets at the last start
+    waves: int = 1
+    wave: int = 0  # the wave in progress (0-based)
+    confirmed_wave: int = 0  # waves up to this one may start without asking
+    rollout: str | None = None  # the job's rollout controls (JSON), for `status`
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,10 +233,18 @@ class Ledger:
     def start_run(self, record: RunRecord) -> None:
         """Insert a new run, or mark an existing one started again."""
         self._write(
-            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT (run_id) DO UPDATE SET started_at = excluded.started_at,
-               ended_at = NULL, state = excluded.state, reason = NULL""",
+               ended_at = NULL, state = excluded.state, reason = NULL, devices = excluded.devices,
+               waves = excluded.waves, rollout = excluded.rollout""",
             [tuple(getattr(record, f) for f in RunRecord.__slots__)],
+        )
+
+    def confirm_wave(self, run_id: str, wave: int) -> None:
+        """Let waves up to ``wave`` start (the answer to a "confirm" pause)."""
+        self._write(
+            "UPDATE runs SET confirmed_wave = max(confirmed_wave, ?) WHERE run_id = ?",
+            [(wave, run_id)],
         )
 
     def end_run(self, run_id: str, ended_at: float, state: str, reason: str | None) -> None:
@@ -344,6 +362,9 @@ class Ledger:
             [(status.value, uuid, note, run_id, row.imei, row.command)],
         )
 
+    def _op_wave(self, run_id: str, wave: int) -> None:
+        self._db.execute("UPDATE runs SET wave = ? WHERE run_id = ?", (wave, run_id))
+
     def _op_reopen(self, run_id: str, rows: Sequence[tuple[str, int]]) -> None:
         """Failed rows whose failure was the platform's, not the device's: send them again."""
         self._db.executemany(
@@ -390,3 +411,15 @@ class Ledger:
                 self._db.execute("ROLLBACK")
             raise _translate(exc, self.path) from None
         return cur.rowcount
+
+
+def read_run(path: Path, run_id: str) -> RunRecord | None:
+    """A run's record read on a connection of its own (safe beside a running writer)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from None
+    finally:
+        db.close()
+    return RunRecord(*row) if row is not None else None

@@ -7,6 +7,7 @@ is touched or a request leaves.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import signal
 from collections.abc import AsyncIterator
@@ -21,15 +22,18 @@ import structlog
 from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth
 from dispatcher.check import CheckedJob, check_job
 from dispatcher.client import OneNetClient
-from dispatcher.clock import RealClock, unix_now
+from dispatcher.clock import Clock, RealClock, unix_now
 from dispatcher.config import Config, Secret, access_key, api_key, check_base_url, load_config
-from dispatcher.engine import Engine, EngineSettings, Totals
-from dispatcher.errors import ConfigError, DispatcherError, InputError, RunRefused
-from dispatcher.ledger import Ledger, RunRecord
+from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
+from dispatcher.errors import Aborted, ConfigError, DispatcherError, InputError, RunRefused
+from dispatcher.imei import imei_problem
+from dispatcher.ledger import Ledger, RunRecord, read_run
 from dispatcher.limiter import RateLimiter
 from dispatcher.plan import Plan, Request
-from dispatcher.problems import Problems
+from dispatcher.problems import Problem, Problems
 from dispatcher.reconcile import ReconcileReport, reconcile_run
+from dispatcher.rollout import AbortRule
+from dispatcher.schedule import DispatchWindow
 from dispatcher.timewindow import Window
 from dispatcher.writer import LedgerWriter
 
@@ -48,6 +52,14 @@ class RunOptions:
     simulate: bool = False
     resend_in_doubt: bool = False
     strict: bool = False
+    limit: int | None = None
+    fleets: tuple[str, ...] = ()
+    imei_file: Path | None = None
+    override_abort: bool = False
+    no_wait: bool = False
+    interactive: bool = False  # a person at a terminal may answer "confirm" pauses
+    clock: Clock | None = None  # tests move time instead of waiting
+    imeis: frozenset[str] | None = None  # read from imei_file
 
 
 @dataclass
@@ -67,6 +79,15 @@ class RunResult:
     @property
     def all_ok(self) -> bool:
         return set(self.counts) <= {"ok"}
+
+    @property
+    def paused(self) -> str | None:
+        """Why the run stopped early on purpose and resumes later (exit 0), if it did."""
+        if self.totals.stopped_outside_window:
+            return "outside the dispatch window"
+        if self.totals.stopped_for_confirmation:
+            return f"waiting for confirmation to start wave {self.totals.wave + 2}"
+        return None
 
 
 def run_job(options: RunOptions) -> RunResult:
@@ -91,10 +112,24 @@ def run_job(options: RunOptions) -> RunResult:
         / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
     )
     fingerprint = job.fingerprint()
+    if options.imei_file is not None:
+        options = dataclasses.replace(options, imeis=read_imei_file(options.imei_file))
+    unknown = sorted(set(options.fleets) - {f.name for f in job.fleets})
+    if unknown:
+        raise InputError(
+            f"--fleet {', '.join(unknown)}: no such fleet in the job ({', '.join(f.name for f in job.fleets)})"
+        )
     with Ledger(ledger_path) as ledger:
         ledger.lock(run_id)
         previous = ledger.run(run_id)
         window = _window_for(previous, checked, fingerprint, target, run_id, now)
+        if previous is not None and previous.state == "aborted":
+            if not options.override_abort:
+                raise Aborted(
+                    f'run "{run_id}" was aborted ({previous.reason}); fix the cause, then rerun with'
+                    " --override-abort to continue it, or start a new run id"
+                )
+            log.warning("abort_overridden", run_id=run_id, reason=previous.reason)
         recovered = ledger.recover_sending(run_id)
         started = unix_now()
         ledger.start_run(
@@ -111,6 +146,11 @@ def run_job(options: RunOptions) -> RunResult:
                 ended_at=None,
                 state="running",
                 reason=None,
+                devices=checked.stats.devices,
+                waves=len(job.rollout.waves),
+                wave=previous.wave if previous else 0,
+                confirmed_wave=previous.confirmed_wave if previous else 0,
+                rollout=job.rollout.model_dump_json(),
             )
         )
         log.info(
@@ -142,8 +182,12 @@ def run_job(options: RunOptions) -> RunResult:
         finally:
             state = "finished"
             reason = None
-            if result.fatal is not None:
+            if isinstance(result.fatal, Aborted):
+                state, reason = "aborted", str(result.fatal)
+            elif result.fatal is not None:
                 state, reason = "stopped", str(result.fatal)
+            elif result.paused is not None:
+                state, reason = "paused", result.paused
             elif result.signal is not None:
                 state, reason = "stopped", f"stopped by {signal.Signals(result.signal).name}"
             result.counts = ledger.counts(run_id)
@@ -215,7 +259,7 @@ async def _send_all(
     result: RunResult,
 ) -> None:
     job = checked.plan.job
-    clock = RealClock()
+    clock = options.clock or RealClock()
     stop = anyio.Event()
     async with (
         _platform(options, target, auth) as (base_url, authenticator, secret_values),
@@ -242,12 +286,15 @@ async def _send_all(
                     fallback_sent_at=result.first_started_at,
                     requests=requests_for(checked.plan, {row.imei for row in in_doubt}),
                 )
+        writer = LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8)
+        rollout = _rollout(options, checked, ledger, writer, run_id, stop, clock)
         engine = Engine(
-            checked.plan.devices(Problems()),
+            lambda: checked.plan.devices(Problems()),
+            rollout=rollout,
             window=window,
             transport=client,
             limiter=limiter,
-            writer=LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8),
+            writer=writer,
             clock=clock,
             settings=EngineSettings(
                 concurrency=job.rate.concurrency,
@@ -410,3 +457,89 @@ def _job_requests(
         return None, RECONCILE_RATE
     imeis = {row.imei for row in ledger.in_doubt(record.run_id)}
     return requests_for(Plan(loaded), imeis), loaded.job.rate.per_second
+
+
+def read_imei_file(path: Path) -> frozenset[str]:
+    """IMEIs to target, one per line (blank lines and # comments skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    found: set[str] = set()
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        value = line.strip()
+        if not value or value.startswith("#"):
+            continue
+        problem = imei_problem(value)
+        if problem is not None:
+            problems.append(Problem(str(path), number, None, problem))
+        found.add(value)
+    if problems:
+        raise InputError(problems)
+    return frozenset(found)
+
+
+def _rollout(
+    options: RunOptions,
+    checked: CheckedJob,
+    ledger: Ledger,
+    writer: LedgerWriter,
+    run_id: str,
+    stop: anyio.Event,
+    clock: Clock,
+) -> Rollout:
+    """The run's rollout controls, resolved against its fleet and its ledger."""
+    job = checked.plan.job
+    spec = job.rollout
+    waves = checked.wave_map(run_id)
+    record = ledger.run(run_id)
+    assert record is not None
+    counts = ledger.counts(run_id)
+    abort = (
+        AbortRule(spec.abort)
+        if options.override_abort
+        else AbortRule(
+            spec.abort, counts.get("ok", 0) + counts.get("failed", 0), counts.get("failed", 0)
+        )
+    )
+
+    async def confirm(wave: int) -> bool:
+        return await _confirmation(options, ledger.path, run_id, wave, stop, clock)
+
+    return Rollout(
+        waves=waves,
+        start_wave=min(record.wave, waves.waves - 1),
+        pause=spec.pause,
+        confirm=confirm if spec.confirm else None,
+        abort=abort,
+        dispatch=DispatchWindow(job.dispatch_window) if job.dispatch_window is not None else None,
+        no_wait=options.no_wait,
+        ramp=job.rate.ramp,
+        fleets=frozenset(options.fleets) if options.fleets else None,
+        imeis=options.imeis,
+        limit=options.limit,
+        on_wave=writer.set_wave,
+    )
+
+
+CONFIRM_POLL_SECONDS = 2.0
+
+
+async def _confirmation(
+    options: RunOptions, ledger_path: Path, run_id: str, wave: int, stop: anyio.Event, clock: Clock
+) -> bool:
+    """Wait until wave ``wave`` is confirmed: by `onenet-dispatch resume`, or a yes on the terminal."""
+    if options.interactive:
+        answer = await anyio.to_thread.run_sync(input, f"Start wave {wave + 1}? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+    while not stop.is_set():
+        record = read_run(ledger_path, run_id)
+        if record is not None and record.confirmed_wave >= wave:
+            log.info("wave_confirmed", wave=wave + 1)
+            return True
+        if options.no_wait:
+            return False
+        with anyio.move_on_after(CONFIRM_POLL_SECONDS):
+            await stop.wait()
+    return False

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from rich.console import Console
 from rich.table import Table
 
 from dispatcher.check import CheckedJob
+from dispatcher.ledger import RunRecord
+from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.runner import RunResult
 from dispatcher.timewindow import PLATFORM_TZ
 
@@ -59,6 +62,10 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     counts = result.counts
     total = sum(counts.values())
     console.print(f"run {result.run_id} -> {result.target}", style="bold")
+    if result.totals.waves > 1:
+        console.print(f"wave {result.totals.wave + 1} of {result.totals.waves}")
+    if result.paused is not None:
+        console.print(f"paused: {result.paused}; the same command resumes", style="yellow")
     table = Table("status", "rows", box=None, pad_edge=False)
     for status in ("ok", "failed", "in_doubt", "skipped", "pending", "sending"):
         if counts.get(status):
@@ -79,3 +86,64 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     console.print(
         f"ledger: {result.ledger}   see: onenet-dispatch export {result.ledger} --run-id {result.run_id}"
     )
+
+
+def status_record(record: RunRecord, counts: dict[str, int]) -> dict[str, object]:
+    """A run's standing as plain data (``status --format json``)."""
+    answered = counts.get("ok", 0) + counts.get("failed", 0)
+    failure_rate = counts.get("failed", 0) / answered if answered else 0.0
+    abort: dict[str, object] | None = None
+    if record.rollout:
+        spec = RolloutSpec.model_validate_json(record.rollout)
+        if spec.abort is not None:
+            abort = {
+                "failure_rate": spec.abort.failure_rate,
+                "min_answered": spec.abort.min_answered,
+                "errnos": spec.abort.errnos,
+            }
+    return {
+        "run_id": record.run_id,
+        "job": record.job_name,
+        "state": record.state,
+        "reason": record.reason,
+        "target": record.target,
+        "wave": record.wave + 1,
+        "waves": record.waves,
+        "devices": record.devices,
+        "counts": counts,
+        "answered": answered,
+        "failure_rate": round(failure_rate, 4),
+        "abort_rule": abort,
+        "started_at": datetime.fromtimestamp(record.first_started_at)
+        .astimezone()
+        .isoformat(timespec="seconds"),
+        "last_started_at": datetime.fromtimestamp(record.started_at)
+        .astimezone()
+        .isoformat(timespec="seconds"),
+        "ended_at": None
+        if record.ended_at is None
+        else datetime.fromtimestamp(record.ended_at).astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def print_status(
+    console: Console, record: RunRecord, counts: dict[str, int], *, as_json: bool
+) -> None:
+    data = status_record(record, counts)
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    console.print(f"run {record.run_id} ({record.job_name}) -> {record.target}", style="bold")
+    state = record.state if not record.reason else f"{record.state}: {record.reason}"
+    console.print(f"state:        {state}")
+    console.print(f"wave:         {record.wave + 1} of {record.waves}")
+    console.print(f"devices:      {record.devices}")
+    console.print("rows:         " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    rule = data["abort_rule"]
+    rate = f"{data['failure_rate']:.1%} failed of {data['answered']} answered"
+    if isinstance(rule, dict) and rule.get("failure_rate"):
+        rate += f" (abort at {rule['failure_rate']} once {rule['min_answered']} answered)"
+    console.print(f"failure rate: {rate}")
+    console.print(f"started:      {data['started_at']}   last start: {data['last_started_at']}")
+    if data["ended_at"]:
+        console.print(f"ended:        {data['ended_at']}")

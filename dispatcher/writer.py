@@ -118,3 +118,6 @@ class LedgerWriter:
 
     async def reopen(self, rows: Sequence[tuple[str, int]]) -> None:
         await self._do("reopen", rows)
+
+    async def set_wave(self, wave: int) -> None:
+        await self._do("wave", wave)

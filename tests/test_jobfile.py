@@ -21,6 +21,7 @@ from dispatcher.jobfile import (
     WriteItem,
     load_job,
 )
+from dispatcher.rolloutspec import AbortSpec, DispatchWindowSpec, RampSpec, RolloutSpec
 from tests.jobtools import BASE_JOB, IMEI_A, IMEI_B, validate, write
 
 # (id, job file, expected problem lines): each job breaks one rule of the schema.
@@ -536,6 +537,10 @@ def test_every_key_is_in_the_reference() -> None:
         WriteItem,
         ReadCommand,
         RateSpec,
+        RampSpec,
+        RolloutSpec,
+        AbortSpec,
+        DispatchWindowSpec,
     ]
     missing = [
         f"{model.__name__}.{name}"
