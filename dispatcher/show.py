@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dispatcher.check import CheckedJob
 from dispatcher.ledger import RunRecord
+from dispatcher.rollout import wave_bounds
 from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.runner import RunResult
 from dispatcher.timewindow import PLATFORM_TZ
@@ -53,8 +54,40 @@ def print_plan(console: Console, checked: CheckedJob) -> None:
     rate = job.rate
     console.print(
         f"rate:                {rate.per_second:g}/s, {rate.concurrency} in flight"
-        f" -> about {human_duration(checked.duration)}"
+        f" -> about {human_duration(checked.duration)} of sending"
     )
+    if rate.ramp is not None:
+        console.print(
+            f"ramp:                from {rate.ramp.start:g}/s, x{rate.ramp.factor:g} every {rate.ramp.every}"
+        )
+    rollout = job.rollout
+    if len(rollout.waves) > 1:
+        bounds = wave_bounds(rollout, stats.devices)
+        sizes = [b - a for a, b in zip([0, *bounds], bounds, strict=False)]
+        pause = (
+            "wait for `onenet-dispatch resume`"
+            if rollout.confirm
+            else f"pause {rollout.pause_between_waves}"
+        )
+        console.print(
+            f"waves:               {len(bounds)} waves of {', '.join(map(str, sizes))} devices"
+            f" ({rollout.order} order), {pause} between waves"
+        )
+    if rollout.abort is not None:
+        rule = []
+        if rollout.abort.failure_rate:
+            rule.append(
+                f"failure rate reaches {rollout.abort.failure_rate} once {rollout.abort.min_answered} answered"
+            )
+        if rollout.abort.errnos:
+            rule.append(f"errno {', '.join(map(str, rollout.abort.errnos))}")
+        console.print(f"abort when:          {' or '.join(rule) or 'never'}")
+    if job.dispatch_window is not None:
+        window_spec = job.dispatch_window
+        console.print(
+            f"dispatch window:     {', '.join(window_spec.daily)} {window_spec.timezone}"
+            f" on {', '.join(window_spec.days)}"
+        )
 
 
 def print_run_summary(console: Console, result: RunResult) -> None:
