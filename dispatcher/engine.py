@@ -224,7 +224,7 @@ class Engine:
 
     async def _ramp(self, ramp: RampSpec) -> None:
         """Grow the rate from ``ramp.start`` by ``ramp.factor`` every ``ramp.every``."""
-        target = self._limiter.per_second
+        target = self._limiter.target
         started = self._clock.monotonic()
         while True:
             rate = ramp_rate(ramp, target, self._clock.monotonic() - started)

@@ -4,15 +4,32 @@ It starts empty (no burst at start-up) and never saves up unused slots, so after
 pause the next sends are spaced like any others. Each caller reserves the next free
 slot and sleeps until it; because a slot is taken before sleeping, the order of
 callers is the order of slots and no two share one.
+
+When the platform answers "api freq out of limit" the whole run slows down, not
+only the worker that saw it: the rate is cut by a factor (again on each further
+refusal, at most every ``CUT_SPACING`` seconds), then doubles back step by step once
+refusals stop.
 """
 
 from __future__ import annotations
 
 from dispatcher.clock import Clock
 
+CUT_SPACING = 0.5  # seconds between two cuts: answers to requests sent before a cut do not cut again
+MIN_FACTOR = 1 / 64  # never slower than this share of the target rate
+
 
 class RateLimiter:
-    __slots__ = ("_clock", "_interval", "_next", "_per_second", "_slow_factor", "_slow_until")
+    __slots__ = (
+        "_clock",
+        "_factor",
+        "_interval",
+        "_last_cut",
+        "_next",
+        "_per_second",
+        "_recover_at",
+        "_recover_every",
+    )
 
     def __init__(self, per_second: float, clock: Clock) -> None:
         if per_second <= 0:
@@ -21,14 +38,20 @@ class RateLimiter:
         self._per_second = per_second
         self._interval = 1.0 / per_second
         self._next = float("-inf")
-        self._slow_until = float("-inf")
-        self._slow_factor = 1.0
+        self._factor = 1.0
+        self._last_cut = float("-inf")
+        self._recover_at = float("inf")
+        self._recover_every = 0.0
 
     @property
     def per_second(self) -> float:
         """The rate in force now (lower while slowed down)."""
-        if self._clock.monotonic() < self._slow_until:
-            return self._per_second * self._slow_factor
+        self._recover(self._clock.monotonic())
+        return self._per_second * self._factor
+
+    @property
+    def target(self) -> float:
+        """The configured rate, whatever the slow-down."""
         return self._per_second
 
     def set_rate(self, per_second: float) -> None:
@@ -39,12 +62,21 @@ class RateLimiter:
         self._interval = 1.0 / per_second
 
     def slow_down(self, factor: float, seconds: float) -> None:
-        """Send at ``factor`` of the rate for ``seconds`` (the platform asked us to slow down)."""
-        self._slow_factor = min(self._slow_factor, factor) if self._in_slow() else factor
-        self._slow_until = max(self._slow_until, self._clock.monotonic() + seconds)
+        """Multiply the rate by ``factor``; it doubles back every ``seconds`` without a cut."""
+        now = self._clock.monotonic()
+        if now - self._last_cut >= CUT_SPACING:
+            self._factor = max(MIN_FACTOR, self._factor * factor)
+            self._last_cut = now
+        self._recover_every = seconds
+        self._recover_at = now + seconds
 
-    def _in_slow(self) -> bool:
-        return self._clock.monotonic() < self._slow_until
+    def _recover(self, now: float) -> None:
+        if self._recover_every <= 0:
+            self._factor = 1.0
+            return
+        while self._factor < 1.0 and now >= self._recover_at:
+            self._factor = min(1.0, self._factor * 2)
+            self._recover_at += self._recover_every
 
     def pause_until(self, at: float) -> None:
         """No slot before ``at`` (a Retry-After for the whole run)."""
@@ -53,13 +85,14 @@ class RateLimiter:
     async def acquire(self) -> None:
         """Wait for this caller's slot."""
         now = self._clock.monotonic()
-        interval = self._interval
-        if now < self._slow_until:
-            interval /= self._slow_factor
+        self._recover(now)
         slot = self._next if self._next > now else now
-        self._next = slot + interval
+        self._next = slot + self._interval / self._factor
         if slot > now:
             await self._clock.sleep(slot - now)
 
     def __repr__(self) -> str:
-        return f"RateLimiter(per_second={self._per_second:g}, next_slot={self._next:.3f})"
+        return (
+            f"RateLimiter(per_second={self._per_second:g}, factor={self._factor:g},"
+            f" next_slot={self._next:.3f})"
+        )
