@@ -152,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="outside the dispatch window, or at a confirm pause: exit 0 (resumable) instead of waiting",
     )
+    output = p.add_argument_group("output")
+    output.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        help="log lines on stderr: console on a terminal, JSON lines otherwise (auto; default from the config)",
+    )
+    output.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="without a terminal: seconds between progress events (default 30)",
+    )
     control.add_argument(
         "--override-abort",
         action="store_true",
@@ -191,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
+    )
+
+    p = sub.add_parser(
+        "schema",
+        help="print the job file's JSON Schema (for editors' YAML language servers)",
+        description="Print the JSON Schema of the job file, generated from the models that check it.\n"
+        "Point your editor's YAML language server at it for completion and inline errors: put\n"
+        "  # yaml-language-server: $schema=job.schema.json\n"
+        "as the first line of a job file (see docs/job-file.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  onenet-dispatch schema > job.schema.json",
     )
 
     p = sub.add_parser(
@@ -261,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, out, err)
         if args.command == "export":
             return _export(args, out)
+        if args.command == "schema":
+            return _schema()
         if args.command == "status":
             return _status(args, out)
         if args.command == "resume":
@@ -326,7 +352,7 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise InputError("--requests-out goes with --dry-run")
     if args.dry_run:
         return _dry_run(args, out, err)
-    configure_logging(err)
+    configure_logging(err, _log_format(args))
     result = run_job(
         RunOptions(
             job=args.job,
@@ -343,6 +369,8 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             override_abort=args.override_abort,
             no_wait=args.no_wait,
             interactive=sys.stdin.isatty() and out.is_terminal,
+            console=err,
+            progress_interval=args.progress_interval,
         )
     )
     print_run_summary(out, result)
@@ -500,3 +528,18 @@ def _reconcile(args: argparse.Namespace, out: Console, err: Console) -> int:
     if not outcome.reports and not outcome.skipped:
         out.print("no in-doubt rows")
     return EXIT_SOME_FAILED if undecided or outcome.skipped else EXIT_OK
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    from dispatcher.config import load_config
+
+    if args.log_format:
+        return str(args.log_format)
+    return load_config(args.config).log_format if args.config else "auto"
+
+
+def _schema() -> int:
+    from dispatcher.jobfile import job_schema
+
+    sys.stdout.write(job_schema() + "\n")
+    return EXIT_OK

@@ -26,6 +26,7 @@ from pydantic import (
     PlainValidator,
     StrictInt,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -193,7 +194,15 @@ class Command(_Model):
         return "write" if self.write is not None else "read"
 
 
-ImeiText = Annotated[str, Field(description="15 digits")]
+# YAML may give an IMEI as a number; the loader keeps its digits as text (see _keep_number_text),
+# and the published schema says both forms are fine.
+ImeiText = Annotated[
+    str,
+    Field(description="15 digits"),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "integer"}], "description": "15 digits"}
+    ),
+]
 
 
 class FleetSpec(_Model):
@@ -325,6 +334,14 @@ class Job(_Model):
                 )
             seen.add(fleet.name)
         return value
+
+
+def job_schema() -> str:
+    """The job file's JSON Schema, generated from the models (never written by hand)."""
+    schema = Job.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "onenet-dispatcher job file"
+    return json.dumps(schema, indent=2, sort_keys=True)
 
 
 class JobSchemaError(InputError):

@@ -8,6 +8,7 @@ is touched or a request leaves.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 import signal
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import anyio
 import structlog
+from rich.console import Console
 
 from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth
 from dispatcher.check import CheckedJob, check_job
@@ -31,6 +33,7 @@ from dispatcher.ledger import Ledger, RunRecord, read_run
 from dispatcher.limiter import RateLimiter
 from dispatcher.plan import Plan, Request
 from dispatcher.problems import Problem, Problems
+from dispatcher.progress import Meter, show_progress
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.rollout import AbortRule
 from dispatcher.schedule import DispatchWindow
@@ -60,6 +63,8 @@ class RunOptions:
     interactive: bool = False  # a person at a terminal may answer "confirm" pauses
     clock: Clock | None = None  # tests move time instead of waiting
     imeis: frozenset[str] | None = None  # read from imei_file
+    console: Console | None = None  # where progress goes (a live display on a terminal)
+    progress_interval: float = 30.0  # seconds between progress events when not on a terminal
 
 
 @dataclass
@@ -309,9 +314,35 @@ async def _send_all(
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_watch_signals, engine, stop, result, config.shutdown.grace)
+            if options.console is not None:
+                tg.start_soon(
+                    functools.partial(
+                        show_progress,
+                        _meter(engine, limiter, checked, ledger, run_id, options),
+                        options.console,
+                        interval=options.progress_interval,
+                    )
+                )
             result.totals = await engine.run()
             tg.cancel_scope.cancel()
         result.fatal = engine.fatal
+
+
+def _meter(
+    engine: Engine,
+    limiter: RateLimiter,
+    checked: CheckedJob,
+    ledger: Ledger,
+    run_id: str,
+    options: RunOptions,
+) -> Meter:
+    """Progress counts this run's rows: those settled before this invocation, and its answers."""
+    counts = ledger.counts(run_id)
+    initial = sum(n for status, n in counts.items() if status not in ("pending", "sending"))
+    total = checked.total_requests
+    if options.limit is not None:
+        total = min(total, initial + options.limit * checked.plan.commands_per_device)
+    return Meter(engine.totals, limiter, total=total, initial_done=initial)
 
 
 @asynccontextmanager

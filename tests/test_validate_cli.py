@@ -41,7 +41,7 @@ def test_example_job_validates(at_root: Path, capsys: pytest.CaptureFixture[str]
     ] == lines[5:9]
     assert lines[9].startswith("expires:             ")
     assert " UTC+8 (" in lines[9] and lines[9].endswith(" local)")
-    assert "rate:                50/s, 16 in flight -> about 8s" == lines[10]
+    assert "rate:                50/s, 16 in flight -> about 8s of sending" == lines[10]
 
 
 def test_example_csv_rows_match_the_plan() -> None:
