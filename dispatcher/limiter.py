@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dispatcher.clock import Clock
 
-CUT_SPACING = 0.5  # seconds between two cuts: answers to requests sent before a cut do not cut again
+# Seconds between two cuts: answers to requests sent before a cut do not cut again.
+CUT_SPACING = 0.5
 MIN_FACTOR = 1 / 64  # never slower than this share of the target rate
 
 
