@@ -11,7 +11,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines on stderr: console on a terminal, JSON lines otherwise (auto; default from the config)",
     )
     output.add_argument(
+        "--summary-json", type=Path, metavar="FILE", help="write the final summary as JSON"
+    )
+    output.add_argument(
+        "--junit",
+        type=Path,
+        metavar="FILE",
+        help="write a JUnit XML report (one case per fleet and command)",
+    )
+    output.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="write Prometheus metrics for node_exporter's textfile collector (atomically)",
+    )
+    output.add_argument(
         "--progress-interval",
         type=float,
         default=30.0,
@@ -216,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch schema > job.schema.json",
     )
+
+    p = sub.add_parser(
+        "report",
+        help="a run's summary: counts per status, errno, fleet and command; the slowest answers",
+        description="The summary of a run, any time later: counts per status and per errno with the\n"
+        "platform's error text, per fleet and per command, and the slowest answers. markdown pastes\n"
+        "into a change ticket or a CI job summary.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  onenet-dispatch report jobs/ledger.sqlite --run-id zone-a-2026-11-22 --format markdown",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("--run-id", metavar="ID", help="the run (default: the latest)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
 
     p = sub.add_parser(
         "status",
@@ -287,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args, out)
         if args.command == "schema":
             return _schema()
+        if args.command == "report":
+            return _report(args, out)
         if args.command == "status":
             return _status(args, out)
         if args.command == "resume":
@@ -352,6 +382,14 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise InputError("--requests-out goes with --dry-run")
     if args.dry_run:
         return _dry_run(args, out, err)
+    for option, path in (
+        ("--summary-json", args.summary_json),
+        ("--junit", args.junit),
+        ("--metrics-file", args.metrics_file),
+    ):
+        # found now, not after a two-hour rollout
+        if path is not None and not path.resolve().parent.is_dir():
+            raise InputError(f"{option} {path}: the folder {path.parent} does not exist")
     configure_logging(err, _log_format(args))
     result = run_job(
         RunOptions(
@@ -374,14 +412,78 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
     )
     print_run_summary(out, result)
+    outputs_ok = _run_outputs(args, out, err, result.ledger, result.run_id)
     if result.fatal is not None:
         err.print(f"error: {result.fatal}", style="bold red", soft_wrap=True)
-        return exit_code_for(result.fatal)
-    if result.signal is not None:
-        return EXIT_SIGINT if result.signal == signal.SIGINT else EXIT_SIGTERM
-    if result.paused is not None:
-        return EXIT_OK
-    return EXIT_OK if result.all_ok else EXIT_SOME_FAILED
+        code = exit_code_for(result.fatal)
+    elif result.signal is not None:
+        code = EXIT_SIGINT if result.signal == signal.SIGINT else EXIT_SIGTERM
+    elif result.paused is not None:
+        code = EXIT_OK
+    else:
+        code = EXIT_OK if result.all_ok else EXIT_SOME_FAILED
+    # a missing report file must not pass unnoticed in CI
+    return EXIT_INPUT if code == EXIT_OK and not outputs_ok else code
+
+
+def _run_outputs(
+    args: argparse.Namespace, out: Console, err: Console, ledger_path: Path, run_id: str
+) -> bool:
+    """The run's report on the terminal, and the files a pipeline asked for. False if one failed."""
+    from dispatcher.clock import unix_now
+    from dispatcher.ledger import Ledger
+    from dispatcher.outputs import (
+        append_github_step_summary,
+        write_junit,
+        write_metrics,
+        write_summary_json,
+    )
+    from dispatcher.report import build_report, render_markdown, render_text
+
+    ok = True
+    with Ledger(ledger_path) as ledger:
+        report = build_report(ledger, run_id)
+        render_text(report, out)
+        writers: tuple[tuple[Path | None, Callable[[Path], None]], ...] = (
+            (args.summary_json, lambda path: write_summary_json(report, path)),
+            (args.junit, lambda path: write_junit(report, ledger, run_id, path)),
+            (args.metrics_file, lambda path: write_metrics(report, path, now=unix_now())),
+        )
+        for path, write in writers:
+            if path is None:
+                continue
+            try:
+                write(path)
+            except InputError as exc:
+                err.print(f"error: {exc}", style="bold red", soft_wrap=True)
+                ok = False
+    try:
+        append_github_step_summary(render_markdown(report), os.environ)
+    except InputError as exc:
+        err.print(f"error: {exc}", style="bold red", soft_wrap=True)
+        ok = False
+    return ok
+
+
+def _report(args: argparse.Namespace, out: Console) -> int:
+    from dispatcher.report import build_report, render_json, render_markdown, render_text
+
+    with _open_ledger(args.ledger) as ledger:
+        if args.run_id is None:
+            runs = ledger.runs()
+            if not runs:
+                raise InputError(f"{args.ledger}: no runs yet")
+            run_id = runs[-1].run_id
+        else:
+            run_id = _known_run(ledger, args.run_id).run_id
+        report = build_report(ledger, run_id)
+    if args.format == "json":
+        sys.stdout.write(render_json(report) + "\n")
+    elif args.format == "markdown":
+        sys.stdout.write(render_markdown(report))
+    else:
+        render_text(report, out)
+    return EXIT_OK
 
 
 def _dry_run(args: argparse.Namespace, out: Console, err: Console) -> int:

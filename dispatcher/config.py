@@ -148,8 +148,24 @@ class Secret:
     __str__ = __repr__
 
 
+def _expand(path: str, what: str) -> str:
+    """``${VAR}`` in a key file's path: systemd hands credentials over in ``$CREDENTIALS_DIRECTORY``."""
+
+    def var(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"the {what} file {path} names ${{{name}}}, which is not set"
+                " (under systemd: LoadCredential= in the unit)"
+            )
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", var, path)
+
+
 def _read_secret(env: str, file: str | None, what: str) -> Secret:
     if file is not None:
+        file = _expand(file, what)
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:

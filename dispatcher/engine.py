@@ -382,10 +382,10 @@ class Engine:
                     http_status=outcome.http_status,
                 )
                 break
+            await self._backoff(attempts, outcome)
             if self._stop.is_set():
                 status = Status.PENDING  # provably not queued: the next run sends it
                 break
-            await self._backoff(attempts, outcome)
         if status is Status.FAILED and platform_level(outcome):
             if self._breaker.tripped:
                 status = Status.PENDING  # the platform, not the device, failed: resend next run

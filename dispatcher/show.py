@@ -91,34 +91,24 @@ def print_plan(console: Console, checked: CheckedJob) -> None:
 
 
 def print_run_summary(console: Console, result: RunResult) -> None:
-    """The end-of-run summary: where the run stands, and where to look next."""
-    counts = result.counts
-    total = sum(counts.values())
-    console.print(f"run {result.run_id} -> {result.target}", style="bold")
-    if result.totals.waves > 1:
-        console.print(f"wave {result.totals.wave + 1} of {result.totals.waves}")
-    if result.paused is not None:
-        console.print(f"paused: {result.paused}; the same command resumes", style="yellow")
-    table = Table("status", "rows", box=None, pad_edge=False)
-    for status in ("ok", "failed", "in_doubt", "skipped", "pending", "sending"):
-        if counts.get(status):
-            table.add_row(status, str(counts[status]))
-    table.add_row("total", str(total))
-    console.print(table)
+    """What this invocation did; the run's report (``report.render_text``) follows it."""
     t = result.totals
-    console.print(
+    line = (
         f"this invocation: {t.sent} requests sent, {t.already_done} devices already done,"
         f" {t.held_in_doubt} devices held on an in-doubt command"
     )
-    if counts.get("in_doubt"):
+    if result.reconciled is not None and result.reconciled.looked_at:
+        r = result.reconciled
+        line += f"; in-doubt rows reconciled: {r.found} found queued, {r.not_found} not queued, {r.undecided} undecided"
+    console.print(line)
+    if result.paused is not None:
+        console.print(f"paused: {result.paused}; the same command resumes", style="yellow")
+    if result.counts.get("in_doubt"):
         console.print(
-            f"{counts['in_doubt']} rows are in doubt: they may have been queued. They are not sent again"
-            " unless you run with --resend-in-doubt.",
+            f"{result.counts['in_doubt']} rows are in doubt: they may have been queued. They are not sent again"
+            " unless you run with --resend-in-doubt (see docs/reliability.md).",
             style="yellow",
         )
-    console.print(
-        f"ledger: {result.ledger}   see: onenet-dispatch export {result.ledger} --run-id {result.run_id}"
-    )
 
 
 def status_record(record: RunRecord, counts: dict[str, int]) -> dict[str, object]:

