@@ -124,7 +124,8 @@ def run_job(options: RunOptions) -> RunResult:
         raise InputError(
             f"--fleet {', '.join(unknown)}: no such fleet in the job ({', '.join(f.name for f in job.fleets)})"
         )
-    with Ledger(ledger_path) as ledger:
+    # every log event of this run carries its run id (JSON lines under systemd and in CI)
+    with Ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
         ledger.lock(run_id)
         previous = ledger.run(run_id)
         window = _window_for(previous, checked, fingerprint, target, run_id, now)
@@ -159,7 +160,7 @@ def run_job(options: RunOptions) -> RunResult:
             )
         )
         log.info(
-            "run_started", run_id=run_id, resumed=previous is not None, in_doubt_recovered=recovered
+            "run_started", resumed=previous is not None, in_doubt_recovered=recovered, job=job.name
         )
         result = RunResult(
             run_id=run_id,
@@ -197,7 +198,7 @@ def run_job(options: RunOptions) -> RunResult:
                 state, reason = "stopped", f"stopped by {signal.Signals(result.signal).name}"
             result.counts = ledger.counts(run_id)
             ledger.end_run(run_id, unix_now(), state, reason)
-            log.info("run_ended", run_id=run_id, state=state, reason=reason, **result.counts)
+            log.info("run_ended", state=state, reason=reason, **result.counts)
     return result
 
 
