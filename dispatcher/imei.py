@@ -25,17 +25,17 @@ def imei_problem(imei: str) -> str | None:
     return f'imei "{imei}": must be 15 digits'
 
 
+# A digit doubled, with the digits of the result summed (Luhn's step), by the digit's byte.
+_DOUBLED = {48 + d: (2 * d if d < 5 else 2 * d - 9) for d in range(10)}
+
+
 def luhn_check_digit(first14: str) -> int:
     """The Luhn check digit for the first 14 digits of an IMEI."""
-    total = 0
-    for i, ch in enumerate(reversed(first14)):
-        d = ord(ch) - 48
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return (10 - total % 10) % 10
+    # Checked once per device of every fleet: a table lookup per digit, no branches.
+    digits = first14.encode("ascii")
+    doubled = sum(_DOUBLED[b] for b in digits[-1::-2])
+    plain = sum(digits[-2::-2]) - 48 * len(digits[-2::-2])
+    return (10 - (doubled + plain) % 10) % 10
 
 
 def luhn_problem(imei: str) -> str | None:

@@ -8,6 +8,7 @@ contract's names and order, and the compact JSON body of a write.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +74,7 @@ class _Template:
     """One job command, pre-rendered once; only placeholders are filled per device."""
 
     __slots__ = (
+        "_encoded",
         "body",
         "command",
         "filled_opaque",
@@ -134,20 +136,24 @@ class _Template:
                         self.names.append((name, f"commands[{index}].write.data[{j}].val"))
                         self.filled_opaque = self.filled_opaque or item.type == 1
         self.static_body = _encode(self.body) if self.body is not None and not self.names else None
+        # The body encoded once; per device only the placeholders are replaced, by their
+        # JSON-escaped values. A placeholder can only stand in a string value, and JSON
+        # escapes neither braces nor identifier characters, so each "{name}" of the
+        # encoded text is one of them.
+        self._encoded = _encode(self.body).decode() if self.body is not None else ""
 
     def render(self, device: Device) -> bytes | None:
         if self.body is None:
             return None
         if self.static_body is not None:
             return self.static_body
-        items = []
-        for entry in self.body["data"]:
-            val = entry["val"]
-            if isinstance(val, str):
-                val = PLACEHOLDER.sub(lambda m: device.variables.get(m.group(1), m.group(0)), val)
-                entry = {**entry, "val": val}
-            items.append(entry)
-        return _encode({"data": items})
+        variables = device.variables
+
+        def fill(match: re.Match[str]) -> str:
+            value = variables.get(match.group(1))
+            return match.group(0) if value is None else json.dumps(value, ensure_ascii=False)[1:-1]
+
+        return PLACEHOLDER.sub(fill, self._encoded).encode()
 
 
 def _encode(body: dict[str, Any]) -> bytes:
