@@ -21,6 +21,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close a keep-alive connection idle this long (default: aiohttp's)",
+    )
     args = parser.parse_args()
     config = SimulatorConfig(
         api_key=os.environ.get("ONENET_SIM_API_KEY", "simulator-api-key"),
@@ -28,7 +35,15 @@ def main() -> None:
         seed=args.seed,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port, ready=_announce))
+        asyncio.run(
+            serve(
+                config,
+                args.host,
+                args.port,
+                ready=_announce,
+                keepalive_timeout=args.keepalive_timeout,
+            )
+        )
 
 
 def _announce(base_url: str) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from dispatcher.simulator import errnos
 
@@ -21,8 +21,19 @@ Clock = Callable[[], float]
 """Returns the simulator's "now" as unix seconds."""
 
 _REDACTED = "<redacted>"
-_RATES = ("error_rate", "http_503_rate", "drop_after_queue_rate", "stall_after_queue_rate")
+_RATES = (
+    "error_rate",
+    "http_503_rate",
+    "http_429_rate",
+    "drop_after_queue_rate",
+    "stall_after_queue_rate",
+    "garble_rate",
+)
 _DURATIONS = ("latency", "latency_jitter", "stall_seconds")
+
+Garble = Literal["not_json", "no_uuid", "wrong_content_type", "huge", "html_error"]
+"""The kinds of unreadable or misleading answer the `garble` knob picks from."""
+GARBLES: tuple[Garble, ...] = get_args(Garble)
 
 
 @dataclass(slots=True)
@@ -40,9 +51,22 @@ class SimulatorConfig:
             shifted by that many seconds; a callable = whatever it returns (unix s).
     Faults (each a share 0..1 of platform requests, drawn from `seed`):
         http_503_rate: answer HTTP 503 before looking at the request.
+        http_429_rate: answer HTTP 429 before looking at the request (after the 503 draw).
+        retry_after: whole seconds sent in a `Retry-After` header with those 503 and 429
+            answers; None = no header.
         error_rate: answer `error_errno`/`error_text` to an otherwise valid request.
         drop_after_queue_rate: queue the command, then abort the connection unanswered.
         stall_after_queue_rate: queue the command, then answer `stall_seconds` late.
+        garble_rate, garble: share of cached writes and reads answered in the `garble`
+            way (one of GARBLES):
+            - "not_json": queued, then a JSON text cut off inside the uuid;
+            - "no_uuid": queued, then `{"errno":0,"error":"succ","data":{}}`;
+            - "wrong_content_type": the true answer (queued or refused) as text/html;
+            - "huge": queued, then the true answer followed by `huge_answer_bytes` of
+              white space, streamed in chunks (valid JSON, if one read it all);
+            - "html_error": before anything is looked at, HTTP 200 with an HTML error
+              page; nothing is queued (the client cannot know that).
+        huge_answer_bytes: the padding of a "huge" answer.
         rate_limit: requests per second accepted (token bucket, burst = max(1, rate));
             beyond it errno 15. None = no limit.
         fail_imeis: devices the platform does not know: errno 8.
@@ -62,9 +86,14 @@ class SimulatorConfig:
     error_text: str = errnos.TEXTS[errnos.SERVICE_INTERNAL_ERROR]
     rate_limit: float | None = None
     http_503_rate: float = 0.0
+    http_429_rate: float = 0.0
+    retry_after: int | None = None
     drop_after_queue_rate: float = 0.0
     stall_after_queue_rate: float = 0.0
     stall_seconds: float = 0.0
+    garble_rate: float = 0.0
+    garble: Garble = "not_json"
+    huge_answer_bytes: int = 20 * 1024 * 1024
     fail_imeis: set[str] = field(default_factory=set)
     seed: int | None = 0
     now: Clock | float | None = None
@@ -91,6 +120,20 @@ class SimulatorConfig:
             math.isfinite(self.rate_limit) and self.rate_limit > 0
         ):
             raise ValueError("rate_limit must be a positive number of requests/s or None")
+        if self.retry_after is not None and (
+            isinstance(self.retry_after, bool)
+            or not isinstance(self.retry_after, int)
+            or self.retry_after < 0
+        ):
+            raise ValueError("retry_after must be a whole number of seconds >= 0, or None")
+        if self.garble not in GARBLES:
+            raise ValueError(f"garble must be one of {', '.join(GARBLES)}, got {self.garble!r}")
+        if (
+            isinstance(self.huge_answer_bytes, bool)
+            or not isinstance(self.huge_answer_bytes, int)
+            or self.huge_answer_bytes < 0
+        ):
+            raise ValueError("huge_answer_bytes must be a whole number of bytes >= 0")
         if self.error_errno == errnos.OK:
             raise ValueError("error_errno must not be 0: it would read as success")
         if not self.api_key:
@@ -132,7 +175,7 @@ class SimulatorConfig:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check one JSON value against the knob's type; JSON has no sets or callables."""
-    if key in ("api_key", "error_text"):
+    if key in ("api_key", "error_text", "garble"):
         return _expect(key, value, str)
     if key in ("product_id", "access_key"):
         return None if value is None else _expect(key, value, str)
@@ -140,8 +183,8 @@ def _coerce(key: str, value: Any) -> Any:
         return float(_expect_number(key, value))
     if key in ("rate_limit", "now"):
         return None if value is None else float(_expect_number(key, value))
-    if key in ("error_errno", "seed"):
-        if key == "seed" and value is None:
+    if key in ("error_errno", "seed", "retry_after", "huge_answer_bytes"):
+        if key in ("seed", "retry_after") and value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be an integer")

@@ -1,15 +1,17 @@
 """The platform's endpoints: cached write and read, history, detail and cancel.
 
 Every platform request goes through `_serve`, which records it, counts it in
-flight, applies the faults that come before looking at a request (HTTP 503, auth,
-rate limit), runs the endpoint, sleeps the latency, and then answers, stalls or
-drops the connection. Faults that need a valid request (unknown device, injected
-errno) are applied by the endpoints once the request has passed the contract.
+flight, applies the faults that come before looking at a request (HTTP 503 or 429,
+an HTML error page, auth, rate limit), runs the endpoint, sleeps the latency, and
+then answers (perhaps garbled), stalls or drops the connection. Faults that need a
+valid request (unknown device, injected errno) are applied by the endpoints once the
+request has passed the contract.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from dispatcher.simulator import errnos, history, rules
 from dispatcher.simulator.auth import check_auth
+from dispatcher.simulator.config import Garble, SimulatorConfig
 from dispatcher.simulator.errnos import Rejection, invalid
 from dispatcher.simulator.rules import Op
 from dispatcher.simulator.state import (
@@ -31,6 +34,14 @@ from dispatcher.simulator.state import (
 
 After = Literal["answer", "stall", "drop"]
 
+# What a proxy in front of the platform might show; it says nothing about the command.
+_HTML_ERROR_PAGE = (
+    "<!DOCTYPE html><html><head><title>Error</title></head>"
+    "<body><h1>Sorry, the page you are looking for is currently unavailable.</h1>"
+    "<p>Please try again later.</p></body></html>"
+)
+_HUGE_CHUNK = b" " * 65536  # one shared chunk: streaming 20 MB costs the simulator no memory
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -41,6 +52,7 @@ class Outcome:
     data: Any = None
     uuid: str | None = None
     after: After = "answer"
+    garble: Garble | None = None
 
     @classmethod
     def refused(cls, rejection: Rejection) -> Outcome:
@@ -57,20 +69,36 @@ class Outcome:
         return answer
 
 
+@dataclass(frozen=True, slots=True)
+class Early:
+    """An answer given before the request is looked at: nothing is checked or queued."""
+
+    status: int
+    content_type: str
+    text: str
+
+
+_EARLY_503 = Early(503, "text/plain", "Service Unavailable")
+_EARLY_429 = Early(429, "text/plain", "Too Many Requests")
+_EARLY_HTML = Early(200, "text/html", _HTML_ERROR_PAGE)
+
+
 Endpoint = Callable[[Simulator, web.Request, RequestRecord], Awaitable[Outcome]]
 
 
 def routes(sim: Simulator) -> list[web.RouteDef]:
-    def bind(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def bind(
+        endpoint: Endpoint, *, queues: bool = False
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await _serve(sim, request, endpoint)
+            return await _serve(sim, request, endpoint, queues=queues)
 
         return handler
 
     return [
-        web.post("/nbiot/offline", bind(_write)),
+        web.post("/nbiot/offline", bind(_write, queues=True)),
         # No HEAD twin: a HEAD would run the read and queue a command.
-        web.get("/nbiot/offline", bind(_read), allow_head=False),
+        web.get("/nbiot/offline", bind(_read, queues=True), allow_head=False),
         web.get("/nbiot/offline/history", bind(_history), allow_head=False),
         web.get("/nbiot/offline/history/{uuid}", bind(_detail), allow_head=False),
         # Registered before {uuid} so that "all" is not taken for a command id.
@@ -79,22 +107,32 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
     ]
 
 
-async def _serve(sim: Simulator, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+async def _serve(
+    sim: Simulator, request: web.Request, endpoint: Endpoint, *, queues: bool
+) -> web.StreamResponse:
     entry = sim.record.add_request(
         request.method, request.path, request.query.get("imei"), sim.now()
     )
     sim.enter()
     try:
         config = sim.config
-        outcome = await _decide(sim, request, entry, endpoint)
+        outcome = await _decide(sim, request, entry, endpoint, queues)
         delay = config.latency + sim.faults.jitter(config.latency_jitter)
-        if outcome is not None and outcome.after == "stall":
+        if isinstance(outcome, Outcome) and outcome.after == "stall":
             delay += config.stall_seconds
         if delay > 0:
             await asyncio.sleep(delay)
-        if outcome is None:
-            entry.status = 503
-            return web.Response(status=503, text="Service Unavailable")
+        if isinstance(outcome, Early):
+            entry.status = outcome.status
+            headers = {}
+            if outcome.status in (429, 503) and config.retry_after is not None:
+                headers["Retry-After"] = str(config.retry_after)
+            return web.Response(
+                status=outcome.status,
+                text=outcome.text,
+                content_type=outcome.content_type,
+                headers=headers,
+            )
         entry.uuid = outcome.uuid
         if outcome.after == "drop":
             # Close without a byte of answer: the client cannot tell whether the
@@ -102,18 +140,56 @@ async def _serve(sim: Simulator, request: web.Request, endpoint: Endpoint) -> we
             if request.transport is not None:
                 request.transport.abort()
             return web.Response()  # never written: aiohttp sees the closed transport
-        entry.errno, entry.status = outcome.errno, 200
-        return web.json_response(outcome.body())
+        entry.status = 200
+        if outcome.garble != "not_json":
+            entry.errno = outcome.errno
+        return await _answer(request, outcome, config)
     finally:
         sim.leave()
 
 
+async def _answer(
+    request: web.Request, outcome: Outcome, config: SimulatorConfig
+) -> web.StreamResponse:
+    """The answer as the platform writes it, or garbled the way the `garble` knob says."""
+    if outcome.garble is None:
+        return web.json_response(outcome.body())
+    if outcome.garble == "not_json":
+        # A JSON text cut off inside the uuid, as a proxy that gave up mid-answer leaves it.
+        text = json.dumps(outcome.body(), separators=(",", ":"))
+        assert outcome.uuid is not None, "only a queued answer is cut"
+        cut = text[: text.index(outcome.uuid) + len(outcome.uuid) // 2]
+        return web.Response(text=cut, content_type="application/json")
+    if outcome.garble == "no_uuid":
+        return web.json_response({"errno": errnos.OK, "error": errnos.TEXTS[errnos.OK], "data": {}})
+    if outcome.garble == "wrong_content_type":
+        return web.Response(text=json.dumps(outcome.body()), content_type="text/html")
+    assert outcome.garble == "huge", outcome.garble
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()  # no Content-Length: the client learns the size by reading
+    try:
+        await response.prepare(request)
+        await response.write(json.dumps(outcome.body()).encode())
+        left = config.huge_answer_bytes
+        while left > 0:
+            await response.write(_HUGE_CHUNK if left >= len(_HUGE_CHUNK) else _HUGE_CHUNK[:left])
+            left -= len(_HUGE_CHUNK)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client stopped reading and closed: what a size cap does
+    return response
+
+
 async def _decide(
-    sim: Simulator, request: web.Request, entry: RequestRecord, endpoint: Endpoint
-) -> Outcome | None:
+    sim: Simulator, request: web.Request, entry: RequestRecord, endpoint: Endpoint, queues: bool
+) -> Outcome | Early:
     config = sim.config
     if sim.faults.chance(config.http_503_rate):
-        return None  # None = HTTP 503, decided before the request is looked at
+        return _EARLY_503
+    if sim.faults.chance(config.http_429_rate):
+        return _EARLY_429
+    if queues and config.garble == "html_error" and sim.faults.chance(config.garble_rate):
+        return _EARLY_HTML
     rejection = check_auth(request.headers, config, sim.now())
     if rejection is not None:
         return Outcome.refused(rejection)
@@ -142,6 +218,29 @@ async def _read(sim: Simulator, request: web.Request, entry: RequestRecord) -> O
 
 
 async def _queue(op: Op, sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
+    outcome = await _check_and_queue(op, sim, request, entry)
+    config = sim.config
+    if outcome.uuid is not None:
+        if sim.faults.chance(config.drop_after_queue_rate):
+            outcome.after = "drop"
+        elif sim.faults.chance(config.stall_after_queue_rate):
+            outcome.after = "stall"
+    # "html_error" was drawn before the request was looked at; "wrong_content_type"
+    # garbles refusals too, the others only an answer that queued a command.
+    garble = config.garble
+    if (
+        outcome.after == "answer"
+        and garble != "html_error"
+        and (outcome.uuid is not None or garble == "wrong_content_type")
+        and sim.faults.chance(config.garble_rate)
+    ):
+        outcome.garble = garble
+    return outcome
+
+
+async def _check_and_queue(
+    op: Op, sim: Simulator, request: web.Request, entry: RequestRecord
+) -> Outcome:
     rejection = rules.check_query(op, list(request.query.items()), sim.now())
     body: bytes | None = None
     if rejection is None and op == "write":
@@ -178,11 +277,6 @@ async def _queue(op: Op, sim: Simulator, request: web.Request, entry: RequestRec
     )
     outcome = Outcome.succ({"uuid": command.uuid})
     outcome.uuid = command.uuid
-    config = sim.config
-    if sim.faults.chance(config.drop_after_queue_rate):
-        outcome.after = "drop"
-    elif sim.faults.chance(config.stall_after_queue_rate):
-        outcome.after = "stall"
     return outcome
 
 

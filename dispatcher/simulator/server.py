@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from aiohttp import web
@@ -35,13 +37,26 @@ def create_app(config: SimulatorConfig | None = None) -> web.Application:
 
 @asynccontextmanager
 async def running_simulator(
-    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: SimulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    keepalive_timeout: float | None = None,
 ) -> AsyncIterator[Simulator]:
-    """Serve a simulator for the duration of the block; port 0 picks a free port."""
+    """Serve a simulator for the duration of the block; port 0 picks a free port.
+
+    `keepalive_timeout`: seconds an idle keep-alive connection stays open before the
+    server closes it (None = aiohttp's default), as a platform's load balancer does.
+    """
     app = create_app(config)
     sim = app[SIMULATOR]
+    extra: dict[str, Any] = {}
+    if keepalive_timeout is not None:
+        if not (math.isfinite(keepalive_timeout) and keepalive_timeout > 0):
+            raise ValueError("keepalive_timeout must be a positive number of seconds")
+        extra["keepalive_timeout"] = keepalive_timeout
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE
+        app, handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE, **extra
     )
     await runner.setup()
     try:
@@ -62,9 +77,12 @@ async def serve(
     port: int = 0,
     *,
     ready: Callable[[str], object] | None = None,
+    keepalive_timeout: float | None = None,
 ) -> None:
     """Serve until cancelled, calling `ready(base_url)` once listening."""
-    async with running_simulator(config, host=host, port=port) as sim:
+    async with running_simulator(
+        config, host=host, port=port, keepalive_timeout=keepalive_timeout
+    ) as sim:
         if ready is not None:
             ready(sim.base_url)
         await anyio.sleep_forever()
