@@ -371,6 +371,11 @@ class Engine:
                 break
             if outcome.slow_down:
                 self._limiter.slow_down(SLOW_DOWN_FACTOR, SLOW_DOWN_SECONDS)
+            if outcome.retry_after is not None:
+                # "come back later" is said to the whole client, not to this one request
+                self._limiter.pause_until(
+                    self._clock.monotonic() + min(outcome.retry_after, self._settings.backoff_max)
+                )
             if outcome.max_attempts is not None:
                 cap = min(cap, outcome.max_attempts)
             if attempts >= cap:

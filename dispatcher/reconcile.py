@@ -19,6 +19,7 @@ created up to ``CLOCK_SKEW`` before our send time still counts.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -97,6 +98,8 @@ async def reconcile_run(
     *,
     fallback_sent_at: float,
     requests: Mapping[tuple[str, int], Request] | None = None,
+    min_age: float = 0.0,
+    now: float | None = None,
 ) -> ReconcileReport:
     """Settle every in-doubt row of ``run_id`` that the platform can settle."""
     report = ReconcileReport()
@@ -107,6 +110,17 @@ async def reconcile_run(
         except _Undecided as exc:
             report.undecided += 1
             report.notes.append(f"{row.imei} command {row.command}: {exc}")
+            continue
+        if (
+            uuid is None
+            and row.sent_at is not None
+            and (now or time.time()) - row.sent_at < min_age
+        ):
+            # It may still be on its way: "not found" is only an answer for an old enough request.
+            report.undecided += 1
+            report.notes.append(
+                f"{row.imei} command {row.command}: sent too recently to tell; try again later"
+            )
             continue
         if uuid is not None:
             ledger.settle(run_id, row, Status.OK, uuid, "reconciled: found on the platform")

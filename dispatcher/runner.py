@@ -42,6 +42,8 @@ from dispatcher.writer import LedgerWriter
 
 log = structlog.get_logger("dispatcher.run")
 
+# A request sent this long ago (beyond the read timeout) has arrived, or never will.
+RECONCILE_MARGIN = 5.0
 RECONCILE_RATE = 20.0  # history queries per second when the run's job file is not at hand
 
 
@@ -291,6 +293,7 @@ async def _send_all(
                     limiter,
                     fallback_sent_at=result.first_started_at,
                     requests=requests_for(checked.plan, {row.imei for row in in_doubt}),
+                    min_age=config.http.read_timeout + RECONCILE_MARGIN,
                 )
         writer = LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8)
         rollout = _rollout(options, checked, ledger, writer, run_id, stop, clock)
@@ -470,6 +473,7 @@ async def _reconcile_all(
                 RateLimiter(rate, clock),
                 fallback_sent_at=record.first_started_at,
                 requests=requests,
+                min_age=config.http.read_timeout + RECONCILE_MARGIN,
             )
 
 

@@ -20,6 +20,14 @@ pytestmark = pytest.mark.anyio
 
 NOW = datetime(2026, 11, 22, 2, 0, 0, tzinfo=UTC)  # 10:00 in UTC+8
 EXPIRES = datetime(2026, 11, 24, 10, 0, 0, tzinfo=PLATFORM_TZ)
+
+
+def live() -> tuple[Window, datetime]:
+    """A window still open by the simulator's clock, and now: for requests that must be queued."""
+    now = datetime.now(UTC)
+    return Window(None, now + timedelta(days=2)), now
+
+
 IMEI = "865820031234565"
 
 
@@ -134,16 +142,14 @@ async def test_simulator_accepts_our_token() -> None:
     async with running_simulator(config) as sim:
         auth = TokenAuth("123456", Secret(key), method="sha256")
         async with OneNetClient(sim.base_url, auth, HttpConfig(), concurrency=2) as client:
-            outcome = await client.send(write_request(), Window(None, EXPIRES), NOW)
+            outcome = await client.send(write_request(), *live())
         assert (Kind.OK, 1) == (outcome.kind, len(sim.commands))
 
 
 async def test_aiohttp_alone_would_send_a_dropped_read_twice() -> None:
     """The trap is real: plain aiohttp resends a GET whose connection dropped (why the guard exists)."""
     async with running_simulator(SimulatorConfig(api_key="k", drop_after_queue_rate=1.0)) as sim:
-        url = build_url(
-            sim.base_url, "/nbiot/offline", read_request().query(Window(None, EXPIRES), NOW)
-        )
+        url = build_url(sim.base_url, "/nbiot/offline", read_request().query(*live()))
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.ClientError):
                 await session.get(url, headers={"api-key": "k"})
@@ -156,7 +162,7 @@ async def test_our_client_sends_a_dropped_read_once() -> None:
         async with OneNetClient(
             sim.base_url, ApiKeyAuth(Secret("k")), HttpConfig(), concurrency=2
         ) as client:
-            outcome = await client.send(read_request(), Window(None, EXPIRES), NOW)
+            outcome = await client.send(read_request(), *live())
         assert (Kind.IN_DOUBT, 1) == (outcome.kind, len(sim.commands))
 
 
@@ -170,7 +176,7 @@ async def test_refused_connection_is_retry_and_names_no_key() -> None:
         concurrency=1,
         secrets=(secret,),
     ) as client:
-        outcome = await client.send(write_request(), Window(None, EXPIRES), NOW)
+        outcome = await client.send(write_request(), *live())
     assert Kind.RETRY == outcome.kind
     assert secret not in repr(outcome)
 
@@ -183,5 +189,5 @@ async def test_read_timeout_is_in_doubt() -> None:
         async with OneNetClient(
             sim.base_url, ApiKeyAuth(Secret("k")), http, concurrency=1
         ) as client:
-            outcome = await client.send(write_request(), Window(None, EXPIRES), NOW)
+            outcome = await client.send(write_request(), *live())
         assert (Kind.IN_DOUBT, 1) == (outcome.kind, len(sim.commands))

@@ -189,11 +189,11 @@ def test_in_doubt_row_not_on_the_platform_is_sent_again(
     ledger = tmp_path / "ledger.sqlite"
     with simulator(fail_imeis={imei(1)}) as sim:
         assert run(job, sim, ledger) == 1
-        # as if the run had died between writing "sending" and sending the request
+        # as if the run had died between writing "sending" and sending the request, a minute ago
         db = sqlite3.connect(ledger)
         db.execute(
-            "UPDATE items SET status = 'sending', errno = NULL, error = NULL WHERE imei = ? AND command = 0",
-            (imei(1),),
+            "UPDATE items SET status = 'sending', errno = NULL, error = NULL, sent_at = ? WHERE imei = ? AND command = 0",
+            (time.time() - 60, imei(1)),
         )
         db.execute(
             "UPDATE items SET status = 'pending', error = NULL WHERE imei = ? AND command = 1",
@@ -204,6 +204,34 @@ def test_in_doubt_row_not_on_the_platform_is_sent_again(
         sim.config.fail_imeis = set()
         assert run(job, sim, ledger) == 0
         assert Counter(c.imei for c in sim.commands) == {imei(0): 2, imei(1): 2, imei(2): 2}
+
+
+def test_a_just_sent_in_doubt_row_is_not_judged_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row sent a moment ago and not (yet) on the platform stays in doubt: it may still be on its way."""
+    job = write_job(tmp_path, 2)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(fail_imeis={imei(1)}) as sim:
+        assert run(job, sim, ledger) == 1
+        db = sqlite3.connect(ledger)
+        db.execute(
+            "UPDATE items SET status = 'sending', errno = NULL, error = NULL, sent_at = ? WHERE imei = ? AND command = 0",
+            (time.time(), imei(1)),
+        )
+        db.execute(
+            "UPDATE items SET status = 'pending', error = NULL WHERE imei = ? AND command = 1",
+            (imei(1),),
+        )
+        db.commit()
+        db.close()
+        sim.config.fail_imeis = set()
+        assert run(job, sim, ledger) == 1
+        assert imei(1) not in {c.imei for c in sim.commands}
+    assert (
+        "in_doubt"
+        == {(r["imei"], r["command"]): r for r in export(ledger, capsys)}[(imei(1), 0)]["status"]
+    )
 
 
 def test_resend_in_doubt_sends_again(tmp_path: Path) -> None:
