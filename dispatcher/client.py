@@ -141,7 +141,7 @@ class OneNetClient:
 
     async def send(self, request: Request, window: Window, now: datetime) -> Outcome:
         """Send one request once and classify what came back."""
-        url = build_url(self._base_url, "/nbiot/offline", request.query(window, now))
+        url = build_url(self._base_url, request.path, request.query(window, now))
         return await self.call(request.method, url, request.body)
 
     async def call(self, method: str, url: str, body: bytes | None) -> Outcome:

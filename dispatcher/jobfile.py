@@ -177,21 +177,34 @@ class ReadCommand(PlatformOptions):
     res_id: Id | None = Field(None, description="resource id (optional)")
 
 
+class ExecuteCommand(PlatformOptions):
+    obj_id: Id = Field(description="LwM2M object id")
+    obj_inst_id: Id = Field(description="object instance id")
+    res_id: Id = Field(description="the resource to execute")
+    args: str | None = Field(
+        None,
+        description="arguments of the execute, at most 2 KiB; may hold {variable} placeholders",
+    )
+
+
 class Command(_Model):
-    """One command sent to every device: exactly one of ``write`` or ``read``."""
+    """One command sent to every device: exactly one of ``write``, ``read`` or ``execute``."""
 
     write: WriteCommand | None = None
     read: ReadCommand | None = None
+    execute: ExecuteCommand | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Command:
-        if (self.write is None) == (self.read is None):
-            raise PydanticCustomError("command", "give exactly one of write or read")
+        if sum(kind is not None for kind in (self.write, self.read, self.execute)) != 1:
+            raise PydanticCustomError("command", "give exactly one of write, read or execute")
         return self
 
     @property
-    def op(self) -> Literal["write", "read"]:
-        return "write" if self.write is not None else "read"
+    def op(self) -> Literal["write", "read", "execute"]:
+        if self.write is not None:
+            return "write"
+        return "read" if self.read is not None else "execute"
 
 
 # YAML may give an IMEI as a number; the loader keeps its digits as text (see _keep_number_text),

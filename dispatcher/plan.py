@@ -26,10 +26,15 @@ from dispatcher.jobfile import (
 from dispatcher.problems import Problems
 from dispatcher.seen import SeenImeis
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
+from dispatcher.yamlfile import format_path
 
-Op = Literal["write", "read"]
+Op = Literal["write", "read", "execute"]
 Params = tuple[tuple[str, str], ...]
-PATH = "/nbiot/offline"
+PATHS: dict[str, str] = {
+    "write": "/nbiot/offline",
+    "read": "/nbiot/offline",
+    "execute": "/nbiot/execute/offline",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,11 @@ class Request:
 
     @property
     def method(self) -> str:
-        return "POST" if self.op == "write" else "GET"
+        return "GET" if self.op == "read" else "POST"
+
+    @property
+    def path(self) -> str:
+        return PATHS[self.op]
 
     def query(self, window: Window, now: datetime) -> list[tuple[str, str]]:
         """The query string's pairs as sent at ``now``.
@@ -76,6 +85,7 @@ class _Template:
     __slots__ = (
         "_encoded",
         "body",
+        "body_path",
         "command",
         "filled_opaque",
         "index",
@@ -108,6 +118,16 @@ class _Template:
                 entry["val"] = item.val
                 items.append(entry)
             self.body: dict[str, Any] | None = {"data": items}
+        elif command.execute is not None:
+            x = command.execute
+            spec = x
+            params += [
+                ("obj_id", str(x.obj_id)),
+                ("obj_inst_id", str(x.obj_inst_id)),
+                ("res_id", str(x.res_id)),
+            ]
+            # no args: no body at all (and no Content-Type), as for a read
+            self.body = {"args": x.args} if x.args else None
         else:
             r = command.read
             assert r is not None
@@ -135,6 +155,15 @@ class _Template:
                     for name in PLACEHOLDER.findall(item.val):
                         self.names.append((name, f"commands[{index}].write.data[{j}].val"))
                         self.filled_opaque = self.filled_opaque or item.type == 1
+        if command.execute is not None and command.execute.args:
+            for name in PLACEHOLDER.findall(command.execute.args):
+                self.names.append((name, f"commands[{index}].execute.args"))
+        # where a too-large body is reported
+        self.body_path: tuple[str | int, ...] = (
+            ("commands", index, "write", "data")
+            if command.write is not None
+            else ("commands", index, "execute", "args")
+        )
         self.static_body = _encode(self.body) if self.body is not None and not self.names else None
         # The body encoded once; per device only the placeholders are replaced, by their
         # JSON-escaped values. A placeholder can only stand in a string value, and JSON
@@ -211,8 +240,8 @@ class Plan:
             if t.static_body is not None and len(t.static_body) > MAX_BODY_BYTES:
                 problems.error(
                     doc.file,
-                    doc.line_of(("commands", t.index, "write", "data")),
-                    f"commands[{t.index}].write.data",
+                    doc.line_of(t.body_path),
+                    format_path(t.body_path),
                     f"body is {len(t.static_body)} bytes; the platform takes at most {MAX_BODY_BYTES}",
                 )
         with SeenImeis() as seen:
@@ -303,7 +332,7 @@ class Plan:
                 problems.error(
                     device.file,
                     device.line,
-                    f"commands[{t.index}].write.data",
+                    format_path(t.body_path),
                     f"body is {len(body)} bytes for device {device.imei}; the platform takes at most {MAX_BODY_BYTES}",
                 )
             out.append(

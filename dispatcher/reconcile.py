@@ -66,12 +66,12 @@ def _answer_time(text: object) -> datetime | None:
 
 
 def _kind_matches(item_type: object, op: str) -> bool:
-    """Only a type text that plainly names the other kind rules a command out."""
+    """Only a type text that plainly names another kind rules a command out."""
     if not isinstance(item_type, str):
         return True
     text = item_type.lower()
-    other = {"write": "read", "read": "write"}[op]
-    return not (other in text and op not in text)
+    others = {"write", "read", "execute"} - {op}
+    return op in text or not any(other in text for other in others)
 
 
 def _content_matches(content: object, request: Request) -> bool:

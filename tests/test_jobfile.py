@@ -11,6 +11,7 @@ from dispatcher.errors import InputError
 from dispatcher.jobfile import (
     MAX_COMMANDS_PER_DEVICE,
     Command,
+    ExecuteCommand,
     FleetSpec,
     Job,
     PlatformOptions,
@@ -297,7 +298,7 @@ SCHEMA_CASES: list[tuple[str, str, list[str]]] = [
             "  - read: {obj_id: 3300}",
             "  - read: {obj_id: 3300}\n    write: {obj_id: 3300, obj_inst_id: 0, mode: 1, data: [{res_id: 1, val: 1}]}",
         ),
-        ["job.yaml:9: commands[0]: give exactly one of write or read"],
+        ["job.yaml:9: commands[0]: give exactly one of write, read or execute"],
     ),
     (
         "commands-empty",
@@ -536,6 +537,7 @@ def test_every_key_is_in_the_reference() -> None:
         WriteCommand,
         WriteItem,
         ReadCommand,
+        ExecuteCommand,
         RateSpec,
         RampSpec,
         RolloutSpec,
