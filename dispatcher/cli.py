@@ -258,6 +258,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = sub.add_parser(
+        "track",
+        help="ask the platform where each queued command of a run stands (delivered, confirmed, ...)",
+        description="Ask the platform (GET /nbiot/offline/history/{uuid}) where each queued command of the run\n"
+        "stands, at the job's rate, and record it in the ledger: send_status (waiting, sent, success,\n"
+        "failed, expired, cancelled), confirm_status, a read's cmd_result, and the times. Commands\n"
+        "already final are not asked about again.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  onenet-dispatch track jobs/ledger.sqlite --run-id zone-a-2026-11-22\n"
+        "  onenet-dispatch track jobs/ledger.sqlite --run-id zone-a-2026-11-22 --watch --interval 10m\n\n"
+        "exit codes: 0 every command succeeded on its device (with --watch: once all are final);\n"
+        "1 otherwise; 2 invalid input",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("--run-id", required=True, metavar="ID")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="repeat until every command is final or the window closed",
+    )
+    p.add_argument(
+        "--interval",
+        default="10m",
+        metavar="DURATION",
+        help="between passes with --watch (default 10m)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="queries per second (default: the job's rate)",
+    )
+    p.add_argument(
+        "--concurrency", type=int, metavar="N", help="queries in flight (default: the job's)"
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
+    )
+    p.add_argument(
+        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
+    )
+
+    p = sub.add_parser(
+        "cancel",
+        help="take back a run's commands still waiting on the platform",
+        description="Cancel the run's queued commands that have not reached their device yet (PUT\n"
+        "/nbiot/offline/cancel/{uuid}), at the job's rate; record them as cancelled. Commands already\n"
+        "sent to a device cannot be cancelled: they are counted and shown in `export`. A cancelled\n"
+        "run is never resumed: `run` refuses it unless given a new run id.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  onenet-dispatch cancel jobs/ledger.sqlite --run-id zone-a-2026-11-22 --dry-run\n"
+        "  onenet-dispatch cancel jobs/ledger.sqlite --run-id zone-a-2026-11-22 --fleet zone-a",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("--run-id", required=True, metavar="ID")
+    p.add_argument(
+        "--fleet", action="append", default=[], metavar="NAME", help="only this fleet (repeatable)"
+    )
+    p.add_argument(
+        "--imei-file", type=Path, metavar="FILE", help="only the IMEIs in FILE, one per line"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="say how many would be cancelled; send nothing"
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
+    )
+    p.add_argument(
+        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
+    )
+
+    p = sub.add_parser(
         "resume",
         help='confirm the next wave of a run paused with pause_between_waves: "confirm"',
         description="Confirm the next wave of a run whose job says pause_between_waves: confirm.\n"
@@ -319,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args, out)
         if args.command == "status":
             return _status(args, out)
+        if args.command == "track":
+            return _track(args, out, err)
+        if args.command == "cancel":
+            return _cancel(args, out, err)
         if args.command == "resume":
             return _resume(args, out)
         if args.command == "reconcile":
@@ -607,8 +682,8 @@ def _simulate(args: argparse.Namespace, err: Console) -> int:
 
 
 def _reconcile(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.lifecycle import ReconcileOptions, reconcile_ledger
     from dispatcher.logs import configure_logging
-    from dispatcher.runner import ReconcileOptions, reconcile_ledger
 
     configure_logging(err)
     outcome = reconcile_ledger(
@@ -645,3 +720,84 @@ def _schema() -> int:
 
     sys.stdout.write(job_schema() + "\n")
     return EXIT_OK
+
+
+def _track(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.lifecycle import TrackOptions, track_run
+    from dispatcher.logs import configure_logging
+    from dispatcher.timewindow import TimeSpecError, parse_duration
+
+    try:
+        interval = parse_duration(args.interval)
+    except TimeSpecError as exc:
+        raise InputError(f"--interval: {exc}") from None
+    if args.rate is not None and not 0 < args.rate <= 1000:
+        raise InputError("--rate must be more than 0 and at most 1000")
+    if args.concurrency is not None and not 1 <= args.concurrency <= 256:
+        raise InputError("--concurrency must be 1..256")
+    configure_logging(err)
+    outcome = track_run(
+        TrackOptions(
+            ledger=args.ledger,
+            run_id=args.run_id,
+            config=args.config,
+            base_url=args.base_url,
+            watch=args.watch,
+            interval=interval,
+            rate=args.rate,
+            concurrency=args.concurrency,
+        )
+    )
+    asked = sum(p.asked for p in outcome.passes)
+    unanswered = sum(p.unanswered for p in outcome.passes)
+    out.print(
+        f"run {args.run_id}: {len(outcome.passes)} pass(es), {asked} commands asked about, {unanswered} unanswered"
+    )
+    out.print(
+        "delivery: " + ", ".join(f"{state} {n}" for state, n in sorted(outcome.delivery.items()))
+    )
+    if outcome.window_closed:
+        out.print(
+            "the run's validity window has closed: what is not final now will not be delivered"
+        )
+    for note in (outcome.passes[-1].notes if outcome.passes else [])[:20]:
+        out.print(f"  {note}")
+    if args.watch:
+        return EXIT_OK if outcome.all_succeeded else EXIT_SOME_FAILED
+    return EXIT_OK if outcome.all_succeeded else EXIT_SOME_FAILED
+
+
+def _cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.lifecycle import CancelOptions, cancel_run
+    from dispatcher.logs import configure_logging
+    from dispatcher.runner import read_imei_file
+
+    configure_logging(err)
+    outcome = cancel_run(
+        CancelOptions(
+            ledger=args.ledger,
+            run_id=args.run_id,
+            config=args.config,
+            base_url=args.base_url,
+            fleets=frozenset(args.fleet) or None,
+            imeis=read_imei_file(args.imei_file) if args.imei_file is not None else None,
+            dry_run=args.dry_run,
+        )
+    )
+    if args.dry_run:
+        out.print(
+            f"run {args.run_id}: {outcome.candidates} commands would be cancelled,"
+            f" {outcome.delivered_before} already sent to their device (dry run, nothing sent)"
+        )
+        return EXIT_OK
+    report = outcome.report
+    assert report is not None
+    beyond = report.not_cancellable + outcome.delivered_before
+    out.print(
+        f"run {args.run_id}: {report.cancelled} cancelled, {beyond} already sent to their"
+        f" device (cannot be cancelled), {report.unanswered} unanswered; the run is marked cancelled"
+    )
+    out.print(
+        "delivery: " + ", ".join(f"{state} {n}" for state, n in sorted(outcome.delivery.items()))
+    )
+    return EXIT_OK if beyond == 0 and report.unanswered == 0 else EXIT_SOME_FAILED

@@ -151,13 +151,15 @@ class OneNetClient:
             return reply
         return _classify(reply.status, reply.raw, reply.retry_after, reply.cut)
 
-    async def ask(self, path: str, pairs: list[tuple[str, str]]) -> dict[str, Any] | Outcome:
-        """A read-only platform query (history, detail): its ``data`` object, or why not.
+    async def ask(
+        self, path: str, pairs: list[tuple[str, str]], *, method: str = "GET"
+    ) -> dict[str, Any] | Outcome:
+        """A platform query (history, detail) or cancel: its ``data`` object, or why not.
 
-        Safe to repeat, unlike a command; a failure comes back as an Outcome whose
-        ``error`` says what went wrong.
+        A failure comes back as an Outcome whose ``error`` (and ``errno``, when the
+        platform answered one) says what went wrong.
         """
-        reply = await self._exchange("GET", build_url(self._base_url, path, pairs), None)
+        reply = await self._exchange(method, build_url(self._base_url, path, pairs), None)
         if isinstance(reply, Outcome):
             return reply
         answer = _json(reply.raw)

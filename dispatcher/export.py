@@ -24,6 +24,12 @@ FIELDS = (
     "attempts",
     "sent_at",
     "answered_at",
+    # delivery, once `track` or `cancel` asked the platform
+    "send_status",
+    "confirm_status",
+    "cmd_result",
+    "send_time",
+    "confirm_time",
 )
 
 

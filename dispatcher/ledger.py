@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS items (
     attempts INTEGER NOT NULL DEFAULT 0,
     sent_at REAL,
     answered_at REAL,
+    send_status TEXT,
+    confirm_status TEXT,
+    cmd_result TEXT,
+    send_time TEXT,
+    confirm_time TEXT,
+    tracked_at REAL,
     UNIQUE (run_id, imei, command)
 );
 CREATE INDEX IF NOT EXISTS items_by_status ON items (run_id, status);
@@ -106,6 +112,32 @@ class InDoubt:
     op: str
     fleet: str
     sent_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A command the platform queued: what `track` asks about and `cancel` takes back."""
+
+    imei: str
+    command: int
+    op: str
+    fleet: str
+    uuid: str
+    send_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where a queued command stands on the platform."""
+
+    imei: str
+    command: int
+    send_status: str
+    confirm_status: str | None
+    cmd_result: str | None
+    send_time: str | None
+    confirm_time: str | None
+    tracked_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +403,62 @@ class Ledger:
             "UPDATE items SET status = 'pending', error = 'reopened: the platform was unavailable'"
             " WHERE run_id = ? AND imei = ? AND command >= ? AND status IN ('failed', 'skipped')",
             [(run_id, imei, command) for imei, command in rows],
+        )
+
+    # -- delivery (track, cancel) ------------------------------------------------------
+
+    def queued(self, run_id: str, *, final: frozenset[str]) -> list[Queued]:
+        """Rows the platform queued (``ok`` with a uuid) whose delivery is not final yet."""
+        marks = ",".join("?" * len(final))
+        rows = self._read(
+            "SELECT imei, command, op, fleet, uuid, send_status FROM items WHERE run_id = ? AND status = 'ok'"
+            f" AND uuid IS NOT NULL AND (send_status IS NULL OR send_status NOT IN ({marks})) ORDER BY rowid",
+            (run_id, *sorted(final)),
+        )
+        return [Queued(*row) for row in rows]
+
+    def record_delivery(self, run_id: str, rows: Sequence[Delivered]) -> None:
+        """Where queued commands stand on the platform, as `track` or `cancel` found them."""
+        self._write(
+            "UPDATE items SET send_status = ?, confirm_status = ?, cmd_result = ?, send_time = ?,"
+            " confirm_time = ?, tracked_at = ? WHERE run_id = ? AND imei = ? AND command = ?",
+            [
+                (
+                    d.send_status,
+                    d.confirm_status,
+                    d.cmd_result,
+                    d.send_time,
+                    d.confirm_time,
+                    d.tracked_at,
+                    run_id,
+                    d.imei,
+                    d.command,
+                )
+                for d in rows
+            ],
+        )
+
+    def delivery_counts(self, run_id: str) -> dict[str, int]:
+        """Queued rows by delivery state; "untracked" for those never asked about."""
+        rows = self._read(
+            "SELECT coalesce(send_status, 'untracked'), count(*) FROM items WHERE run_id = ? AND status = 'ok'"
+            " GROUP BY 1",
+            (run_id,),
+        )
+        return {state: n for state, n in rows}
+
+    def delivery_by_fleet(self, run_id: str) -> list[tuple[str, str, int]]:
+        """Queued rows per fleet and delivery state."""
+        rows = self._read(
+            "SELECT fleet, coalesce(send_status, 'untracked'), count(*) FROM items WHERE run_id = ?"
+            " AND status = 'ok' GROUP BY 1, 2 ORDER BY 1, 2",
+            (run_id,),
+        )
+        return [(fleet, state, n) for fleet, state, n in rows]
+
+    def set_state(self, run_id: str, state: str, reason: str | None) -> None:
+        self._write(
+            "UPDATE runs SET state = ?, reason = ? WHERE run_id = ?", [(state, reason, run_id)]
         )
 
     # -- reading -------------------------------------------------------------------

@@ -241,6 +241,8 @@ class Report:
     commands: tuple[CommandCounts, ...]
     cells: tuple[CellCounts, ...]  # per fleet and command
     slowest: tuple[SlowAnswer, ...]
+    # queued rows by fleet and delivery state, once `track` asked the platform (empty before)
+    delivery: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def in_doubt(self) -> int:
@@ -281,6 +283,9 @@ class Report:
             "commands": [command.to_dict() for command in self.commands],
             "cells": [cell.to_dict() for cell in self.cells],
             "slowest": [slow.to_dict() for slow in self.slowest],
+            "delivery": [
+                {"fleet": f, "send_status": state, "rows": n} for f, state, n in self.delivery
+            ],
             "see_more": {"report": report, "export": export},
         }
 
@@ -295,6 +300,7 @@ def build_report(ledger: Ledger, run_id: str) -> Report:
         rollup = ledger.rollup_counts(run_id)
         groups = ledger.error_groups(run_id, TOP_ERRORS)
         slowest = ledger.slowest_answers(run_id, TOP_SLOWEST)
+        delivery = ledger.delivery_by_fleet(run_id)
 
     # The rollup's rows are already aggregates (a few per fleet and command); here
     # they are only sorted into the report's sections.
@@ -330,6 +336,7 @@ def build_report(ledger: Ledger, run_id: str) -> Report:
             CellCounts(f, cmd, op, Counts.of(c)) for (f, cmd, op), c in sorted(by_cell.items())
         ),
         slowest=tuple(SlowAnswer(*slow) for slow in slowest),
+        delivery=tuple(delivery) if any(state != "untracked" for _, state, _ in delivery) else (),
     )
 
 
@@ -409,6 +416,13 @@ def render_text(report: Report, console: Console) -> None:
                 f"{slow.seconds:.3f}",
                 str(slow.attempts),
             )
+        console.print(table)
+
+    if report.delivery:
+        states = _delivery_states(report)
+        table = _table("delivery on the platform (from `track`)", "fleet", *states)
+        for fleet_name, row in _delivery_rows(report, states):
+            table.add_row(Text(fleet_name), *row)
         console.print(table)
 
     again, export = report.see_more()
@@ -493,6 +507,14 @@ def render_markdown(report: Report) -> str:
         )
     else:
         out += ["No answers recorded yet.", ""]
+
+    if report.delivery:
+        states = _delivery_states(report)
+        out += ["### Delivery on the platform", ""]
+        out += _md_table(
+            ["fleet", *states], [[_md(f), *row] for f, row in _delivery_rows(report, states)]
+        )
+        out.append("")
 
     again, export = report.see_more()
     out += [f"Ledger: {_md(report.ledger)}", "", "See more:", "", "```sh", again, export, "```"]
@@ -593,3 +615,30 @@ def _is_count(header: str) -> bool:
         "seconds",
         "attempts",
     )
+
+
+_DELIVERY_ORDER = (
+    "untracked",
+    "waiting",
+    "sent",
+    "success",
+    "failed",
+    "expired",
+    "cancelled",
+    "timeout",
+)
+
+
+def _delivery_states(report: Report) -> list[str]:
+    present = {state for _, state, _ in report.delivery}
+    return [s for s in _DELIVERY_ORDER if s in present] + sorted(present - set(_DELIVERY_ORDER))
+
+
+def _delivery_rows(report: Report, states: list[str]) -> list[tuple[str, list[str]]]:
+    by_fleet: dict[str, dict[str, int]] = {}
+    for fleet, state, n in report.delivery:
+        by_fleet.setdefault(fleet, {})[state] = n
+    return [
+        (fleet, [str(counts.get(s, 0)) for s in states])
+        for fleet, counts in sorted(by_fleet.items())
+    ]

@@ -21,13 +21,14 @@ import anyio
 import structlog
 from rich.console import Console
 
-from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth
+from dispatcher.access import authenticator_for, base_url_from, secret_values
+from dispatcher.auth import ApiKeyAuth, Authenticator
 from dispatcher.check import CheckedJob, check_job
 from dispatcher.client import OneNetClient
 from dispatcher.clock import Clock, RealClock, unix_now
-from dispatcher.config import Config, Secret, access_key, api_key, check_base_url, load_config
+from dispatcher.config import Config, Secret, load_config
 from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
-from dispatcher.errors import Aborted, ConfigError, DispatcherError, InputError, RunRefused
+from dispatcher.errors import Aborted, DispatcherError, InputError, RunRefused
 from dispatcher.imei import imei_problem
 from dispatcher.ledger import Ledger, RunRecord, read_run
 from dispatcher.limiter import RateLimiter
@@ -44,7 +45,6 @@ log = structlog.get_logger("dispatcher.run")
 
 # A request sent this long ago (beyond the read timeout) has arrived, or never will.
 RECONCILE_MARGIN = 5.0
-RECONCILE_RATE = 20.0  # history queries per second when the run's job file is not at hand
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def run_job(options: RunOptions) -> RunResult:
         target = "simulator"
         auth_factory = None
     else:
-        target = _base_url(options.base_url or config.base_url)
-        auth_factory = _authenticator(config)
+        target = base_url_from(options.base_url or config.base_url)
+        auth_factory = authenticator_for(config)
     run_id = options.run_id or (
         f"{job.name}-simulated-{now.strftime('%Y%m%dT%H%M%S')}" if options.simulate else job.name
     )
@@ -131,6 +131,10 @@ def run_job(options: RunOptions) -> RunResult:
         ledger.lock(run_id)
         previous = ledger.run(run_id)
         window = _window_for(previous, checked, fingerprint, target, run_id, now)
+        if previous is not None and previous.state == "cancelled":
+            raise RunRefused(
+                f'run "{run_id}" was cancelled ({previous.reason}); it is never resumed: pick a new run id'
+            )
         if previous is not None and previous.state == "aborted":
             if not options.override_abort:
                 raise Aborted(
@@ -202,26 +206,6 @@ def run_job(options: RunOptions) -> RunResult:
             ledger.end_run(run_id, unix_now(), state, reason)
             log.info("run_ended", state=state, reason=reason, **result.counts)
     return result
-
-
-def _base_url(value: str) -> str:
-    try:
-        return check_base_url(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _authenticator(config: Config) -> Authenticator:
-    if config.auth.method == "token":
-        if not config.auth.product_id:
-            raise ConfigError("auth.method is token but auth.product_id is not set in the config")
-        return TokenAuth(
-            config.auth.product_id,
-            access_key(config),
-            method=config.auth.sign_method,
-            lifetime=config.auth.token_lifetime,
-        )
-    return ApiKeyAuth(api_key(config))
 
 
 def _window_for(
@@ -356,7 +340,7 @@ async def _platform(
     """The platform to send to: the configured one, or a simulator started here."""
     if not options.simulate:
         assert auth is not None
-        yield target, auth, _secret_values(auth)
+        yield target, auth, secret_values(auth)
         return
     from dispatcher.simulator import SimulatorConfig, running_simulator
 
@@ -364,10 +348,6 @@ async def _platform(
     async with running_simulator(SimulatorConfig(api_key=key), host="127.0.0.1", port=0) as sim:
         log.info("simulator_started", base_url=sim.base_url)
         yield sim.base_url, ApiKeyAuth(Secret(key)), (key,)
-
-
-def _secret_values(auth: Authenticator) -> tuple[str, ...]:
-    return tuple(auth.headers().values())
 
 
 async def _watch_signals(
@@ -405,94 +385,6 @@ def requests_for(plan: Plan, imeis: set[str]) -> dict[tuple[str, int], Request]:
             for request in work.requests:
                 found[(request.imei, request.index)] = request
     return found
-
-
-@dataclass(frozen=True)
-class ReconcileOptions:
-    ledger: Path
-    run_id: str | None = None
-    config: Path | None = None
-    base_url: str | None = None
-
-
-@dataclass
-class ReconcileOutcome:
-    reports: dict[str, ReconcileReport]
-    skipped: dict[str, str]  # run id -> why it was not reconciled
-
-
-def reconcile_ledger(options: ReconcileOptions) -> ReconcileOutcome:
-    """``reconcile``: settle the in-doubt rows of one run, or of every run, of a ledger."""
-    config = load_config(options.config)
-    if not options.ledger.is_file():
-        raise InputError(f"{options.ledger}: no such ledger")
-    outcome = ReconcileOutcome({}, {})
-    with Ledger(options.ledger) as ledger:
-        if options.run_id is not None:
-            record = ledger.run(options.run_id)
-            if record is None:
-                known = ", ".join(r.run_id for r in ledger.runs()) or "none"
-                raise InputError(f'no run "{options.run_id}" in {options.ledger} (runs: {known})')
-            runs = [record]
-        else:
-            runs = [r for r in ledger.runs() if ledger.in_doubt(r.run_id)]
-        targets: list[tuple[RunRecord, str]] = []
-        for record in runs:
-            if not ledger.in_doubt(record.run_id):
-                continue
-            target = options.base_url or record.target
-            if target == "simulator":
-                outcome.skipped[record.run_id] = "sent to a simulator that is gone; nothing to ask"
-                continue
-            targets.append((record, _base_url(target)))
-        if not targets:
-            return outcome
-        auth = _authenticator(config)
-        ledger.lock(targets[0][0].run_id)
-        anyio.run(_reconcile_all, ledger, targets, config, auth, outcome)
-    return outcome
-
-
-async def _reconcile_all(
-    ledger: Ledger,
-    targets: list[tuple[RunRecord, str]],
-    config: Config,
-    auth: Authenticator,
-    outcome: ReconcileOutcome,
-) -> None:
-    clock = RealClock()
-    for record, base_url in targets:
-        requests, rate = _job_requests(ledger, record)
-        async with OneNetClient(
-            base_url, auth, config.http, concurrency=4, secrets=_secret_values(auth)
-        ) as client:
-            outcome.reports[record.run_id] = await reconcile_run(
-                ledger,
-                record.run_id,
-                client,
-                RateLimiter(rate, clock),
-                fallback_sent_at=record.first_started_at,
-                requests=requests,
-                min_age=config.http.read_timeout + RECONCILE_MARGIN,
-            )
-
-
-def _job_requests(
-    ledger: Ledger, record: RunRecord
-) -> tuple[dict[tuple[str, int], Request] | None, float]:
-    """The run's rendered requests for its in-doubt devices, when its job file is unchanged."""
-    from dispatcher.jobfile import load_job
-
-    try:
-        loaded = load_job(Path(record.job_path))
-    except InputError:
-        log.warning("job_unavailable", run_id=record.run_id, job=record.job_path)
-        return None, RECONCILE_RATE
-    if loaded.job.fingerprint() != record.job_hash:
-        log.warning("job_changed", run_id=record.run_id, job=record.job_path)
-        return None, RECONCILE_RATE
-    imeis = {row.imei for row in ledger.in_doubt(record.run_id)}
-    return requests_for(Plan(loaded), imeis), loaded.job.rate.per_second
 
 
 def read_imei_file(path: Path) -> frozenset[str]:

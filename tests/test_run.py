@@ -73,6 +73,7 @@ def test_every_device_gets_each_command_once_in_order(
     assert set(rows[0]) == {
         "run_id", "fleet", "imei", "command", "op", "status", "uuid", "errno", "error",
         "http_status", "attempts", "sent_at", "answered_at",
+        "send_status", "confirm_status", "cmd_result", "send_time", "confirm_time",
     }  # fmt: skip
     assert isinstance(rows[0]["imei"], str)
     assert str(rows[0]["sent_at"]).endswith("Z")

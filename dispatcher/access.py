@@ -1,0 +1,34 @@
+"""Reaching the platform: its base URL, and the credentials the config names."""
+
+from __future__ import annotations
+
+from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth
+from dispatcher.config import Config, access_key, api_key, check_base_url
+from dispatcher.errors import ConfigError
+
+
+def base_url_from(value: str) -> str:
+    """A checked http(s) base URL; ConfigError otherwise."""
+    try:
+        return check_base_url(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def authenticator_for(config: Config) -> Authenticator:
+    """The api-key header or a signed token, as the config says; ConfigError when the key is missing."""
+    if config.auth.method == "token":
+        if not config.auth.product_id:
+            raise ConfigError("auth.method is token but auth.product_id is not set in the config")
+        return TokenAuth(
+            config.auth.product_id,
+            access_key(config),
+            method=config.auth.sign_method,
+            lifetime=config.auth.token_lifetime,
+        )
+    return ApiKeyAuth(api_key(config))
+
+
+def secret_values(auth: Authenticator) -> tuple[str, ...]:
+    """What the client must blank out of any error text."""
+    return tuple(auth.headers().values())
