@@ -28,12 +28,27 @@ def main() -> None:
         metavar="SECONDS",
         help="close a keep-alive connection idle this long (default: aiohttp's)",
     )
-    args = parser.parse_args()
-    config = SimulatorConfig(
-        api_key=os.environ.get("ONENET_SIM_API_KEY", "simulator-api-key"),
-        latency=args.latency,
-        seed=args.seed,
+    parser.add_argument(
+        "--delivery", action="store_true", help="devices wake and answer their commands"
     )
+    parser.add_argument(
+        "--clock-speed", type=float, default=1.0, help="simulated seconds per real second"
+    )
+    parser.add_argument(
+        "--wake-interval", type=float, default=600.0, help="simulated seconds between wakes"
+    )
+    args = parser.parse_args()
+    try:
+        config = SimulatorConfig(
+            api_key=os.environ.get("ONENET_SIM_API_KEY", "simulator-api-key"),
+            latency=args.latency,
+            seed=args.seed,
+            delivery=args.delivery,
+            clock_speed=args.clock_speed,
+            wake_interval=args.wake_interval,
+        )
+    except ValueError as exc:  # a knob out of range: a usage error, not a traceback
+        parser.error(str(exc))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve(

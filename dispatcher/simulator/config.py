@@ -28,12 +28,39 @@ _RATES = (
     "drop_after_queue_rate",
     "stall_after_queue_rate",
     "garble_rate",
+    "confirm_fail_rate",
+    "offline_rate",
 )
 _DURATIONS = ("latency", "latency_jitter", "stall_seconds")
+_UPLINKS = (1, 2, 4)
+# The contract's smallest `timeout` is 5 s: answering faster means the platform never
+# gives up waiting, so no timeout needs modelling.
+MAX_CONFIRM_DELAY = 5.0
 
 Garble = Literal["not_json", "no_uuid", "wrong_content_type", "huge", "html_error"]
 """The kinds of unreadable or misleading answer the `garble` knob picks from."""
 GARBLES: tuple[Garble, ...] = get_args(Garble)
+
+CONFIRM_STATUSES = (
+    "SUCCESS",
+    "METHOD_NOT_ALLOWED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "INTERNAL_SERVER_ERROR",
+    "TIME_OUT",
+    "REQ_PARAM_ERROR",
+    "RESP_ERROR",
+    "UNAUTHORIZED",
+    "BAD_REQUEST",
+    "NOT_ACCEPTABLE",
+    "UNSUPPORTED_CONTENT_FORMAT",
+    "OFFLINE",
+    "ADDR_OCCUPIED",
+)
+"""The platform's `confirm_status` values, 0..13 in its detail page's order."""
+CONFIRM_FAILURES = CONFIRM_STATUSES[1:]
+# What a device itself answers when it refuses a command it did receive.
+_DEVICE_FAILURES = ("METHOD_NOT_ALLOWED", "NOT_FOUND", "INTERNAL_SERVER_ERROR", "BAD_REQUEST")
 
 
 @dataclass(slots=True)
@@ -74,6 +101,19 @@ class SimulatorConfig:
         cancel_only_before_valid_time: refuse a cancel once the command's valid_time
             has passed (the platform page's stricter reading); off = cancel any
             waiting command.
+    Delivery (docs/simulator.md, "Delivery"): off by default, and then commands only
+    wait or are cancelled and the clock runs at the speed `now` gives.
+        delivery: devices wake, receive their commands and answer them.
+        clock_speed: simulated seconds per real second while delivery is on (600 =
+            a ten-minute wake interval passes in one real second).
+        wake_interval: simulated seconds between a device's uplinks.
+        wake_uplink: the uplink every device sends: 1 REGISTER, 2 UPDATE, 4 NOTIFY; a
+            command is delivered when its trigger_msg includes that bit.
+        confirm_delay: simulated seconds a device takes to answer one command, 0..5.
+        confirm_fail_rate: share of delivered commands a device answers with failure.
+        confirm_fail_statuses: the confirm_status a failure draws from.
+        offline_imeis: devices that never wake (their commands wait, then expire).
+        offline_rate: share of all devices that never wake, drawn per IMEI from `seed`.
     """
 
     api_key: str = field(default="simulator-api-key", repr=False)
@@ -98,6 +138,15 @@ class SimulatorConfig:
     seed: int | None = 0
     now: Clock | float | None = None
     cancel_only_before_valid_time: bool = False
+    delivery: bool = False
+    clock_speed: float = 1.0
+    wake_interval: float = 600.0
+    wake_uplink: int = 2
+    confirm_delay: float = 2.0
+    confirm_fail_rate: float = 0.0
+    confirm_fail_statuses: tuple[str, ...] = _DEVICE_FAILURES
+    offline_imeis: set[str] = field(default_factory=set)
+    offline_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -134,6 +183,20 @@ class SimulatorConfig:
             or self.huge_answer_bytes < 0
         ):
             raise ValueError("huge_answer_bytes must be a whole number of bytes >= 0")
+        for name in ("clock_speed", "wake_interval"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number")
+        if not (math.isfinite(self.confirm_delay) and 0 <= self.confirm_delay <= MAX_CONFIRM_DELAY):
+            raise ValueError(f"confirm_delay must be between 0 and {MAX_CONFIRM_DELAY:g} seconds")
+        if isinstance(self.wake_uplink, bool) or self.wake_uplink not in _UPLINKS:
+            raise ValueError("wake_uplink must be 1 (REGISTER), 2 (UPDATE) or 4 (NOTIFY)")
+        if not self.confirm_fail_statuses or not set(self.confirm_fail_statuses) <= set(
+            CONFIRM_FAILURES
+        ):
+            raise ValueError(
+                f"confirm_fail_statuses must be a non-empty list of {', '.join(CONFIRM_FAILURES)}"
+            )
         if self.error_errno == errnos.OK:
             raise ValueError("error_errno must not be 0: it would read as success")
         if not self.api_key:
@@ -153,8 +216,10 @@ class SimulatorConfig:
             value = getattr(self, f.name)
             if f.name in ("api_key", "access_key"):
                 value = None if value is None else _REDACTED
-            elif f.name == "fail_imeis":
+            elif f.name in ("fail_imeis", "offline_imeis"):
                 value = sorted(value)
+            elif f.name == "confirm_fail_statuses":
+                value = list(value)
             elif f.name == "now" and callable(value):
                 value = "<callable>"
             shown[f.name] = value
@@ -179,21 +244,21 @@ def _coerce(key: str, value: Any) -> Any:
         return _expect(key, value, str)
     if key in ("product_id", "access_key"):
         return None if value is None else _expect(key, value, str)
-    if key in (*_RATES, *_DURATIONS):
+    if key in (*_RATES, *_DURATIONS, "clock_speed", "wake_interval", "confirm_delay"):
         return float(_expect_number(key, value))
     if key in ("rate_limit", "now"):
         return None if value is None else float(_expect_number(key, value))
-    if key in ("error_errno", "seed", "retry_after", "huge_answer_bytes"):
+    if key in ("error_errno", "seed", "retry_after", "huge_answer_bytes", "wake_uplink"):
         if key in ("seed", "retry_after") and value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be an integer")
         return value
-    if key == "fail_imeis":
-        if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
-            raise ValueError("fail_imeis must be a list of strings")
-        return set(value)
-    if key == "cancel_only_before_valid_time":
+    if key in ("fail_imeis", "offline_imeis"):
+        return set(_expect_strings(key, value))
+    if key == "confirm_fail_statuses":
+        return tuple(_expect_strings(key, value))
+    if key in ("cancel_only_before_valid_time", "delivery"):
         return _expect(key, value, bool)
     raise ValueError(f"unknown knob {key!r}")
 
@@ -201,6 +266,12 @@ def _coerce(key: str, value: Any) -> Any:
 def _expect(key: str, value: Any, kind: type) -> Any:
     if not isinstance(value, kind):
         raise ValueError(f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _expect_strings(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise ValueError(f"{key} must be a list of strings")
     return value
 
 

@@ -1,11 +1,12 @@
-"""The platform's endpoints: cached write and read, history, detail and cancel.
+"""The platform's endpoints: cached write, read and execute, history, detail and cancel.
 
-Every platform request goes through `_serve`, which records it, counts it in
-flight, applies the faults that come before looking at a request (HTTP 503 or 429,
-an HTML error page, auth, rate limit), runs the endpoint, sleeps the latency, and
-then answers (perhaps garbled), stalls or drops the connection. Faults that need a
-valid request (unknown device, injected errno) are applied by the endpoints once the
-request has passed the contract.
+Every platform request goes through `_serve`, which records it, reads the simulated
+clock once (the request's `received_at`: every time check of that request uses it),
+plays the delivery due up to then, counts it in flight, applies the faults that come
+before looking at a request (HTTP 503 or 429, an HTML error page, auth, rate limit),
+runs the endpoint, sleeps the latency, and then answers (perhaps garbled), stalls or
+drops the connection. Faults that need a valid request (unknown device, injected
+errno) are applied by the endpoints once the request has passed the contract.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from dispatcher.simulator.auth import check_auth
 from dispatcher.simulator.config import Garble, SimulatorConfig
 from dispatcher.simulator.errnos import Rejection, invalid
 from dispatcher.simulator.rules import Op
+from dispatcher.simulator.sim import Simulator
 from dispatcher.simulator.state import (
     MAX_COMMANDS_PER_DEVICE,
     WAIT,
     CommandRecord,
     RequestRecord,
-    Simulator,
 )
 
 After = Literal["answer", "stall", "drop"]
@@ -99,6 +100,7 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         web.post("/nbiot/offline", bind(_write, queues=True)),
         # No HEAD twin: a HEAD would run the read and queue a command.
         web.get("/nbiot/offline", bind(_read, queues=True), allow_head=False),
+        web.post("/nbiot/execute/offline", bind(_execute, queues=True)),
         web.get("/nbiot/offline/history", bind(_history), allow_head=False),
         web.get("/nbiot/offline/history/{uuid}", bind(_detail), allow_head=False),
         # Registered before {uuid} so that "all" is not taken for a command id.
@@ -113,6 +115,7 @@ async def _serve(
     entry = sim.record.add_request(
         request.method, request.path, request.query.get("imei"), sim.now()
     )
+    sim.delivery.catch_up(entry.received_at)
     sim.enter()
     try:
         config = sim.config
@@ -190,7 +193,7 @@ async def _decide(
         return _EARLY_429
     if queues and config.garble == "html_error" and sim.faults.chance(config.garble_rate):
         return _EARLY_HTML
-    rejection = check_auth(request.headers, config, sim.now())
+    rejection = check_auth(request.headers, config, entry.received_at)
     if rejection is not None:
         return Outcome.refused(rejection)
     # After auth: the platform meters a caller it knows.
@@ -217,6 +220,10 @@ async def _read(sim: Simulator, request: web.Request, entry: RequestRecord) -> O
     return await _queue("read", sim, request, entry)
 
 
+async def _execute(sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
+    return await _queue("execute", sim, request, entry)
+
+
 async def _queue(op: Op, sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
     outcome = await _check_and_queue(op, sim, request, entry)
     config = sim.config
@@ -241,25 +248,17 @@ async def _queue(op: Op, sim: Simulator, request: web.Request, entry: RequestRec
 async def _check_and_queue(
     op: Op, sim: Simulator, request: web.Request, entry: RequestRecord
 ) -> Outcome:
-    rejection = rules.check_query(op, list(request.query.items()), sim.now())
-    body: bytes | None = None
-    if rejection is None and op == "write":
-        rejection = rules.check_write_headers(request.headers.get("Content-Type"))
-        if rejection is None:
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return Outcome.refused(Rejection.of(errnos.REQUEST_TOO_LARGE))
-            rejection = rules.check_write_body(body)
-    elif rejection is None and request.body_exists:
-        rejection = invalid("a read takes no body")
-    if rejection is not None:
-        return Outcome.refused(rejection)
+    now = entry.received_at
+    checked = await _check_request(op, request, now)
+    if isinstance(checked, Rejection):
+        return Outcome.refused(checked)
 
     imei = request.query["imei"]
     fault = _device_faults(sim, imei)
     if fault is not None:
         return fault
+    commands = sim.record.of_device(imei)
+    sim.look_at(commands, now)
     if sim.record.live_count(imei) >= MAX_COMMANDS_PER_DEVICE:
         return Outcome.refused(
             Rejection.of(
@@ -273,11 +272,36 @@ async def _check_and_queue(
         op=op,
         imei=imei,
         raw_query=request.rel_url.raw_query_string,
-        raw_body=body,
+        raw_body=checked or None,  # an execute's empty body is kept as no body
     )
+    sim.delivery.queued(command)
     outcome = Outcome.succ({"uuid": command.uuid})
     outcome.uuid = command.uuid
     return outcome
+
+
+async def _check_request(op: Op, request: web.Request, now: float) -> bytes | Rejection:
+    """The request against the contract: its body (b"" for none), or why it is refused."""
+    rejection = rules.check_query(op, list(request.query.items()), now)
+    if rejection is not None:
+        return rejection
+    if op == "read":
+        return invalid("a read takes no body") if request.body_exists else b""
+    content_type = request.headers.get("Content-Type")
+    if op == "write":
+        # Headers first: a write with the wrong Content-Type is refused unread.
+        rejection = rules.check_write_headers(content_type)
+        if rejection is not None:
+            return rejection
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return Rejection.of(errnos.REQUEST_TOO_LARGE)
+    if op == "write":
+        rejection = rules.check_write_body(body)
+    else:
+        rejection = rules.check_execute_body(content_type, body)
+    return body if rejection is None else rejection
 
 
 async def _history(sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
@@ -287,21 +311,23 @@ async def _history(sim: Simulator, request: web.Request, entry: RequestRecord) -
     fault = _device_faults(sim, query.imei)
     if fault is not None:
         return fault
-    return Outcome.succ(history.history_page(sim.record.of_device(query.imei), query))
+    commands = sim.record.of_device(query.imei)
+    sim.look_at(commands, entry.received_at)
+    return Outcome.succ(history.history_page(commands, query))
 
 
 async def _detail(sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
-    found = _by_uuid(sim, request)
+    found = _by_uuid(sim, request, entry)
     if isinstance(found, Outcome):
         return found
     return Outcome.succ(history.detail(found))
 
 
 async def _cancel(sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
-    found = _by_uuid(sim, request)
+    found = _by_uuid(sim, request, entry)
     if isinstance(found, Outcome):
         return found
-    if not _cancellable(sim, found):
+    if not _cancellable(sim, found, entry.received_at):
         return Outcome.refused(invalid(f"command is not waiting (send_status {found.send_status})"))
     sim.record.cancel(found)
     return Outcome.succ()
@@ -316,10 +342,12 @@ async def _cancel_all(sim: Simulator, request: web.Request, entry: RequestRecord
     fault = _device_faults(sim, imei)
     if fault is not None:
         return fault
-    waiting = [c for c in sim.record.of_device(imei) if c.send_status == WAIT]
+    commands = sim.record.of_device(imei)
+    sim.look_at(commands, entry.received_at)
+    waiting = [c for c in commands if c.send_status == WAIT]
     succ, failed = [], []
     for command in waiting:
-        if _cancellable(sim, command):
+        if _cancellable(sim, command, entry.received_at):
             sim.record.cancel(command)
             succ.append(command.uuid)
         else:
@@ -327,7 +355,7 @@ async def _cancel_all(sim: Simulator, request: web.Request, entry: RequestRecord
     return Outcome.succ({"succ": succ, "failed": failed, "total": len(waiting)})
 
 
-def _by_uuid(sim: Simulator, request: web.Request) -> CommandRecord | Outcome:
+def _by_uuid(sim: Simulator, request: web.Request, entry: RequestRecord) -> CommandRecord | Outcome:
     rejection = rules.check_params(list(request.query.items()), history.BY_UUID_PARAMS, ("imei",))
     if rejection is not None:
         return Outcome.refused(rejection)
@@ -338,10 +366,11 @@ def _by_uuid(sim: Simulator, request: web.Request) -> CommandRecord | Outcome:
     command = sim.record.find(request.match_info["uuid"], imei)
     if command is None:
         return Outcome.refused(Rejection.of(errnos.NOT_FOUND, "no such command for this device"))
+    sim.look_at((command,), entry.received_at)
     return command
 
 
-def _cancellable(sim: Simulator, command: CommandRecord) -> bool:
+def _cancellable(sim: Simulator, command: CommandRecord, now: float) -> bool:
     if command.send_status != WAIT:
         return False
-    return not (sim.config.cancel_only_before_valid_time and command.valid_at <= sim.now())
+    return not (sim.config.cancel_only_before_valid_time and command.valid_at <= now)

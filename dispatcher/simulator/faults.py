@@ -3,11 +3,13 @@
 One `random.Random` seeded from `config.seed` makes a sequential test's faults
 reproducible. A knob at 0 or 1 never draws, so switching one knob fully on or off
 does not shift the dice of the others. When a test changes `config.seed` the dice
-are re-seeded on the next draw.
+are re-seeded on the next draw. Delivery's choices are hashed instead (`hashed_unit`):
+a device's fate must not depend on how its requests interleaved with others'.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 
@@ -70,3 +72,22 @@ class Faults:
             self._seed = self._config.seed
             self._rng = random.Random(self._seed)
         return self._rng
+
+
+def hashed_unit(*parts: str) -> float:
+    """A number in [0, 1) fixed by `parts` alone, whatever was drawn before.
+
+    Delivery uses it instead of the sequential dice so that a device's fate depends
+    on the seed and the device, not on the order requests happened to arrive in.
+    """
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def hashed_chance(rate: float, *parts: str) -> bool:
+    """`chance` with a hashed number: a rate of 0 or 1 decides without hashing."""
+    if rate <= 0.0:
+        return False
+    if rate >= 1.0:
+        return True
+    return hashed_unit(*parts) < rate

@@ -4,11 +4,18 @@ Where the pages leave a shape open (the contract's list: `args`, `content`,
 `cmd_result`, `remain`, `per_page`, the errno of a refused cancel) the simulator
 chooses, and the dispatcher must not depend on the choice:
 
-- `type` is "WRITE" or "READ" (the platform's example shows "READ");
+- `type` is "WRITE", "READ" or "EXECUTE" (the platform's example shows "READ");
 - `content` is a JSON text: a write's body as received; for a read, the query's
-  `obj_id`/`obj_inst_id`/`res_id` that were given, as integers;
-- `args` is a JSON text of the write's `obj_id`/`obj_inst_id`/`mode`, None for a read;
-- `remain` is the command's `retry` (nothing has been tried yet);
+  `obj_id`/`obj_inst_id`/`res_id` that were given, as integers; an execute's body as
+  received (`{"args": ...}`), None when it was sent without one;
+- `args` is a JSON text of the write's `obj_id`/`obj_inst_id`/`mode`, or of the
+  execute's `obj_id`/`obj_inst_id`/`res_id`; None for a read;
+- `cmd_result` is only in a detail of a read confirmed with SUCCESS: a JSON array of
+  `{"obj_id", "obj_inst_id", "res_id", "val"}`, the values the device holds under the
+  read's path (see device.py); writes and executes never have one;
+- `send_time` once sent, `confirm_time`/`confirm_status` once the device answered;
+  `feedback_time` stays None and `feedback_msg` empty (nothing is pushed);
+- `remain` is the command's `retry` (simulated devices answer the first time);
 - `per_page` defaults to 10 and may be 1..100; `sort` defaults to DESC;
 - a cancel of a command that is not waiting answers errno 6.
 """
@@ -22,7 +29,7 @@ from typing import Any
 
 from dispatcher.simulator.errnos import Rejection, invalid
 from dispatcher.simulator.rules import DEFAULTS, check_params, parse_int
-from dispatcher.simulator.state import CommandRecord
+from dispatcher.simulator.state import CONFIRMED, SUCCESS, CommandRecord
 from dispatcher.simulator.times import format_answer_time, parse_query_time
 
 HISTORY_PARAMS = frozenset({"imei", "start", "end", "page", "per_page", "sort"})
@@ -30,7 +37,8 @@ BY_UUID_PARAMS = frozenset({"imei"})
 DEFAULT_PER_PAGE = 10
 MAX_PER_PAGE = 100
 
-_TYPES = {"write": "WRITE", "read": "READ"}
+_TYPES = {"write": "WRITE", "read": "READ", "execute": "EXECUTE"}
+_ARGS = {"write": ("obj_id", "obj_inst_id", "mode"), "execute": ("obj_id", "obj_inst_id", "res_id")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +94,18 @@ def history_page(commands: Sequence[CommandRecord], query: HistoryQuery) -> dict
 
 
 def history_item(command: CommandRecord) -> dict[str, Any]:
+    confirmed = command.send_status in CONFIRMED
     return {
         "cmd_uuid": command.uuid,
         "type": _TYPES[command.op],
         "create_time": format_answer_time(command.received_at),
         "valid_time": format_answer_time(command.valid_at),
         "expired_time": format_answer_time(command.expires_at),
-        "send_time": None,
+        "send_time": _time(command.sent_at),
         "trigger_msg": command.int_param("trigger_msg", DEFAULTS["trigger_msg"]),
         "send_status": command.send_status,
-        "confirm_time": None,
-        "confirm_status": None,
+        "confirm_time": _time(command.confirmed_at) if confirmed else None,
+        "confirm_status": command.confirm_status if confirmed else None,
         "feedback_time": None,
         "imei": command.imei,
         "remain": command.int_param("retry", DEFAULTS["retry"]),
@@ -104,18 +113,23 @@ def history_item(command: CommandRecord) -> dict[str, Any]:
 
 
 def detail(command: CommandRecord) -> dict[str, Any]:
-    """A list item plus args, content and feedback_msg.
-
-    No `cmd_result`: the platform sends it only once the device confirmed.
-    """
+    """A list item plus args, content, feedback_msg, and a confirmed read's cmd_result."""
     item = history_item(command)
     item.update(args=_args(command), content=_content(command), feedback_msg=[])
+    if command.op == "read" and command.send_status == SUCCESS:
+        item["cmd_result"] = command.cmd_result
     return item
 
 
-def _content(command: CommandRecord) -> str:
+def _time(unix: float | None) -> str | None:
+    return None if unix is None else format_answer_time(unix)
+
+
+def _content(command: CommandRecord) -> str | None:
     if command.raw_body is not None:
         return command.raw_body.decode("utf-8")
+    if command.op == "execute":
+        return None
     ids = {
         name: command.int_param(name)
         for name in ("obj_id", "obj_inst_id", "res_id")
@@ -125,7 +139,7 @@ def _content(command: CommandRecord) -> str:
 
 
 def _args(command: CommandRecord) -> str | None:
-    if command.op != "write":
+    names = _ARGS.get(command.op)
+    if names is None:
         return None
-    names = ("obj_id", "obj_inst_id", "mode")
     return json.dumps({n: command.int_param(n) for n in names}, separators=(",", ":"))

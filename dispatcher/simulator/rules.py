@@ -1,4 +1,4 @@
-"""The wire contract's rules for a cached write or read, written from the contract alone.
+"""The wire contract's rules for a cached write, read or execute, from the contract alone.
 
 Every check answers a `Rejection` (errno 3 for a missing parameter, 4 for a body that
 is not JSON, 5 for a body over 2 KiB, 6 for anything else invalid) or None. The
@@ -9,9 +9,14 @@ that a doubtful request fails in tests rather than on the platform:
   zeros; ids (`obj_id`, `obj_inst_id`, `res_id`) are 0 .. 2**31-1 (a Java int);
 - a parameter given twice, a parameter with an empty value, and one the contract
   does not name for the operation are all errno 6;
-- a write's `valid_time` may lie in the past (only a read's must be in the future);
+- a write's `valid_time` may lie in the past; a read's must be in the future, and so
+  must an execute's (the contract says "as above" for execute, and above the two
+  differ: the stricter one is taken);
 - `data` must hold at least one element; JSON keys may not repeat; `NaN`/`Infinity`
-  are not JSON; an integer `val` must fit a Java long.
+  are not JSON; an integer `val` must fit a Java long;
+- an execute's body is optional: none (or an empty one), else exactly
+  `{"args": "<non-empty string>"}` sent as application/json, the whole body at most
+  2 KiB like a write's.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dispatcher.simulator import errnos
 from dispatcher.simulator.errnos import Rejection, invalid, required
 from dispatcher.simulator.times import parse_query_time
 
-Op = Literal["write", "read"]
+Op = Literal["write", "read", "execute"]
 
 MAX_BODY_BYTES = 2048
 INT32_MAX = 2**31 - 1
@@ -36,11 +41,15 @@ _BOTH = ("imei", "obj_id", "obj_inst_id", "valid_time", "expired_time", "retry",
 ALLOWED: dict[Op, frozenset[str]] = {
     "write": frozenset((*_BOTH, "trigger_msg", "mode")),
     "read": frozenset((*_BOTH, "trigger_msg", "res_id")),
+    "execute": frozenset((*_BOTH, "trigger_msg", "res_id")),
 }
 REQUIRED: dict[Op, tuple[str, ...]] = {
     "write": ("imei", "obj_id", "obj_inst_id", "mode", "expired_time"),
     "read": ("imei", "obj_id", "expired_time"),
+    "execute": ("imei", "obj_id", "obj_inst_id", "res_id", "expired_time"),
 }
+# Ops whose valid_time, when given, must be later than the platform's now.
+_FUTURE_VALID_TIME: frozenset[Op] = frozenset({"read", "execute"})
 INT_RANGES: dict[str, tuple[int, int]] = {
     "obj_id": (0, INT32_MAX),
     "obj_inst_id": (0, INT32_MAX),
@@ -108,7 +117,7 @@ def _check_window(op: Op, query: dict[str, str], now: float) -> Rejection | None
             times[name] = parsed
     valid = times.get("valid_time")
     expired = times["expired_time"]
-    if op == "read" and valid is not None and not valid > now:
+    if op in _FUTURE_VALID_TIME and valid is not None and not valid > now:
         return invalid("valid_time must be later than the platform's current time")
     if valid is not None and not expired > valid:
         return invalid("expired_time must be later than valid_time")
@@ -118,7 +127,7 @@ def _check_window(op: Op, query: dict[str, str], now: float) -> Rejection | None
 
 
 def check_write_headers(content_type: str | None) -> Rejection | None:
-    """A write must say its body is JSON; a charset, if named, must be UTF-8."""
+    """A JSON body must say it is JSON; a charset, if named, must be UTF-8."""
     if content_type is None:
         return invalid("Content-Type must be application/json")
     mimetype, _, params = content_type.partition(";")
@@ -135,21 +144,9 @@ def check_write_body(body: bytes) -> Rejection | None:
     """The write body: `{"data": [{"res_id", "type"?, "val"}, ...]}`, at most 2 KiB."""
     if not body:
         return required("data")
-    if len(body) > MAX_BODY_BYTES:
-        return Rejection.of(errnos.REQUEST_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        document = json.loads(
-            body.decode("utf-8"),
-            object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_no_constants,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        # _DuplicateKey is a ValueError too but is the caller's shape problem, not syntax.
-        if isinstance(exc, _DuplicateKey):
-            return invalid(str(exc))
-        return Rejection.of(errnos.INVALID_JSON)
-    if not isinstance(document, dict):
-        return invalid("body must be a JSON object")
+    document = _parse_json_object(body)
+    if isinstance(document, Rejection):
+        return document
     if "data" not in document:
         return required("data")
     unknown = sorted(document.keys() - {"data"})
@@ -165,6 +162,51 @@ def check_write_body(body: bytes) -> Rejection | None:
         if rejection is not None:
             return rejection
     return None
+
+
+def check_execute_body(content_type: str | None, body: bytes) -> Rejection | None:
+    """An execute's optional body: none at all, or `{"args": "<string>"}` as JSON."""
+    if not body:
+        return None  # no body, so nothing for a Content-Type to describe
+    rejection = check_write_headers(content_type)
+    if rejection is not None:
+        return rejection
+    document = _parse_json_object(body)
+    if isinstance(document, Rejection):
+        return document
+    unknown = sorted(document.keys() - {"args"})
+    if unknown:
+        return invalid(f"unknown body key {unknown[0]}")
+    if "args" not in document:
+        return required("args")
+    args = document["args"]
+    if args is None:
+        return invalid("args must not be null")
+    if not isinstance(args, str):
+        return invalid("args must be a string")
+    if not args:
+        return invalid("args must not be empty (send no body instead)")
+    return None
+
+
+def _parse_json_object(body: bytes) -> dict[str, Any] | Rejection:
+    """A JSON object body of at most 2 KiB: errno 5 if longer, 4 if not JSON, 6 if not an object."""
+    if len(body) > MAX_BODY_BYTES:
+        return Rejection.of(errnos.REQUEST_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        document = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constants,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # _DuplicateKey is a ValueError too but is the caller's shape problem, not syntax.
+        if isinstance(exc, _DuplicateKey):
+            return invalid(str(exc))
+        return Rejection.of(errnos.INVALID_JSON)
+    if not isinstance(document, dict):
+        return invalid("body must be a JSON object")
+    return document
 
 
 def _check_element(where: str, element: Any) -> Rejection | None:

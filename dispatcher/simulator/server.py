@@ -13,7 +13,7 @@ from aiohttp import web
 
 from dispatcher.simulator import control, endpoints
 from dispatcher.simulator.config import SimulatorConfig
-from dispatcher.simulator.state import Simulator
+from dispatcher.simulator.sim import Simulator
 
 SIMULATOR = web.AppKey("simulator", Simulator)
 """`app[SIMULATOR]` is the app's `Simulator`: its config, record and load figures."""

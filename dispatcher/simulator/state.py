@@ -3,30 +3,83 @@
 The record must stay small for a 100,000-command run, so each entry is a slotted
 dataclass holding the request as received (the raw query string, the raw body
 bytes) and everything else — the query as a dict, the body as JSON, history
-fields — is derived on demand.
+fields — is derived on demand. The few numbers delivery reads again and again (the
+window and trigger) are parsed on first use and then kept.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
-from dispatcher.simulator.config import SimulatorConfig
-from dispatcher.simulator.faults import Faults
-from dispatcher.simulator.rules import Op, parse_int
+from dispatcher.simulator.rules import DEFAULTS, Op, parse_int
 from dispatcher.simulator.times import parse_query_time
 
-# send_status values from the contract; delivery is not modelled yet, so a command
-# only ever waits or is cancelled.
+# send_status values from the contract (8 "undefined" and the older 7 "timeout" are
+# never produced: simulated devices always answer within the timeout).
 WAIT = 1
 CANCELLED = 2
+SENT = 3
+EXPIRED = 4
+SUCCESS = 5
+FAILED = 6
+
+LIVE = frozenset({WAIT, SENT})
+"""Still in the platform's cache: what the 10-command cap counts."""
+CONFIRMED = frozenset({SUCCESS, FAILED})
+"""The device answered: confirm_time and confirm_status are known."""
 
 MAX_COMMANDS_PER_DEVICE = 10
+
+_WINDOW = frozenset({"valid_time", "expired_time", "trigger_msg"})
+_DEFAULT_TRIGGER = str(DEFAULTS["trigger_msg"])
+
+
+def parse_query_string(raw: str, only: frozenset[str] | None = None) -> dict[str, str]:
+    """`dict(parse_qsl(raw, keep_blank_values=True))` (just the `only` names, if given).
+
+    A delivery pass decodes 100,000 queries; few of their parts are escaped, so only
+    those pay for unquoting, and with `only` no other value is decoded at all. The
+    record holds queries the simulator accepted: no name is repeated.
+    """
+    params: dict[str, str] = {}
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if only is not None and name not in only:
+            continue
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        params[name] = value
+    return params
+
+
+def _raw_values(raw: str, names: frozenset[str]) -> dict[str, str]:
+    """The values of `names`, still escaped."""
+    found: dict[str, str] = {}
+    for part in raw.split("&"):
+        name, _, value = part.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name in names:
+            found[name] = value
+    return found
+
+
+# A rollout gives every device the same window: a handful of escaped strings, each
+# unescaped and parsed once rather than 100,000 times.
+@functools.lru_cache(maxsize=4096)
+def _raw_time(escaped: str) -> float | None:
+    return parse_query_time(unquote_plus(escaped))
 
 
 @dataclass(slots=True, eq=False)
@@ -41,29 +94,56 @@ class CommandRecord:
     raw_body: bytes | None
     received_at: float
     send_status: int = WAIT
-
-    @property
-    def query(self) -> dict[str, str]:
-        """The query parameters, decoded, as received."""
-        return dict(parse_qsl(self.raw_query, keep_blank_values=True))
-
-    @property
-    def body(self) -> Any:
-        """The write body parsed as JSON; None for a read."""
-        return None if self.raw_body is None else json.loads(self.raw_body)
+    # Filled by delivery; None until the command is sent / confirmed.
+    sent_at: float | None = None
+    confirmed_at: float | None = None
+    confirm_status: str | None = None
+    cmd_result: Any = None
+    # valid_at, expires_at, trigger: parsed from raw_query on first use, then kept.
+    _window: tuple[float, float, int] | None = field(default=None, init=False, repr=False)
 
     @property
     def valid_at(self) -> float:
         """Unix time the command becomes valid: its valid_time, else its creation."""
-        given = self.query.get("valid_time")
-        parsed = None if given is None else parse_query_time(given)
-        return self.received_at if parsed is None else parsed
+        return self._parsed()[0]
 
     @property
     def expires_at(self) -> float:
-        parsed = parse_query_time(self.query["expired_time"])
-        assert parsed is not None, "only valid commands are queued"
-        return parsed
+        return self._parsed()[1]
+
+    @property
+    def trigger(self) -> int:
+        """trigger_msg as a bit mask (default 7)."""
+        return self._parsed()[2]
+
+    def _parsed(self) -> tuple[float, float, int]:
+        if self._window is None:
+            raw = _raw_values(self.raw_query, _WINDOW)
+            valid = raw.get("valid_time")
+            valid_at = None if valid is None else _raw_time(valid)
+            expires_at = _raw_time(raw.get("expired_time", ""))
+            trigger = parse_int(unquote_plus(raw.get("trigger_msg", _DEFAULT_TRIGGER)))
+            assert expires_at is not None and trigger is not None, "only valid commands are queued"
+            self._window = (
+                self.received_at if valid_at is None else valid_at,
+                expires_at,
+                trigger,
+            )
+        return self._window
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query parameters, decoded, as received."""
+        return parse_query_string(self.raw_query)
+
+    @property
+    def body(self) -> Any:
+        """The body parsed as JSON; None for a read or an execute sent without one."""
+        return None if self.raw_body is None else json.loads(self.raw_body)
+
+    def int_params(self, names: frozenset[str]) -> dict[str, int]:
+        """Those of `names` the query gives (accepted queries hold canonical integers)."""
+        return {k: int(v) for k, v in parse_query_string(self.raw_query, names).items()}
 
     def int_param(self, name: str, default: int | None = None) -> int | None:
         given = self.query.get(name)
@@ -79,6 +159,10 @@ class CommandRecord:
             "received_at": self.received_at,
             "seq": self.seq,
             "send_status": self.send_status,
+            "sent_at": self.sent_at,
+            "confirmed_at": self.confirmed_at,
+            "confirm_status": self.confirm_status,
+            "cmd_result": self.cmd_result,
         }
 
 
@@ -121,7 +205,7 @@ class Record:
     requests: list[RequestRecord]
     _by_uuid: dict[str, CommandRecord]
     _by_imei: dict[str, list[CommandRecord]]
-    _live: Counter[str]  # per device: queued and not cancelled
+    _live: Counter[str]  # per device: commands in LIVE states
     _seq: int
 
     def __init__(self) -> None:
@@ -176,77 +260,24 @@ class Record:
         return command if command is not None and command.imei == imei else None
 
     def of_device(self, imei: str) -> list[CommandRecord]:
+        """The device's commands in creation order."""
         return self._by_imei.get(imei, [])
 
+    def devices(self) -> Iterator[tuple[str, list[CommandRecord]]]:
+        """Every device that was sent a command, in order of its first one."""
+        return iter(self._by_imei.items())
+
+    def set_status(self, command: CommandRecord, status: int) -> None:
+        """Every send_status change goes through here so the cap's count stays true."""
+        if command.send_status in LIVE and status not in LIVE:
+            self._live[command.imei] -= 1
+        command.send_status = status
+
     def cancel(self, command: CommandRecord) -> None:
-        command.send_status = CANCELLED
-        self._live[command.imei] -= 1
+        self.set_status(command, CANCELLED)
 
-
-class Simulator:
-    """The simulated platform's whole state: knobs, record, dice and load figures."""
-
-    __slots__ = ("_base_url", "config", "faults", "in_flight", "max_in_flight", "record")
-
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
-        self.config = config if config is not None else SimulatorConfig()
-        self.record = Record()
-        self.faults = Faults(self.config)
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._base_url: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"Simulator(base_url={self._base_url!r}, requests={len(self.requests)}, "
-            f"commands={len(self.commands)}, in_flight={self.in_flight}, "
-            f"max_in_flight={self.max_in_flight})"
-        )
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not serving; use running_simulator()")
-        return self._base_url
-
-    @base_url.setter
-    def base_url(self, url: str | None) -> None:
-        self._base_url = url
-
-    @property
-    def commands(self) -> list[CommandRecord]:
-        return self.record.commands
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        return self.record.requests
-
-    def now(self) -> float:
-        """The platform's clock in unix seconds (see `SimulatorConfig.now`)."""
-        clock = self.config.now
-        if clock is None:
-            return time.time()
-        if callable(clock):
-            return float(clock())
-        return time.time() + clock
-
-    def enter(self) -> None:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    def leave(self) -> None:
-        self.in_flight -= 1
-
-    def reset(self) -> None:
-        """Forget every request and command; requests still in flight keep counting."""
-        self.record.clear()
-        self.faults.reset()
-        self.max_in_flight = self.in_flight
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "requests": len(self.requests),
-            "queued": len(self.commands),
-            "max_in_flight": self.max_in_flight,
-            "in_flight": self.in_flight,
-        }
+    def expire_due(self, commands: Iterable[CommandRecord], now: float) -> None:
+        """Waiting commands whose expired_time has come become expired."""
+        for command in commands:
+            if command.send_status == WAIT and command.expires_at <= now:
+                self.set_status(command, EXPIRED)

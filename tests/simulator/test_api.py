@@ -19,7 +19,7 @@ from dispatcher.simulator import (
 )
 from dispatcher.simulator.state import Record
 
-from .wire import API_KEY, IMEI, Platform
+from .wire import API_KEY, IMEI, Platform, read_query
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,25 @@ async def test_config_endpoint_updates_knobs_and_hides_keys(
 
 @pytest.mark.parametrize(
     "changes",
-    [{"error_rate": 2}, {"latency": "1"}, {"no_such_knob": 1}, {"error_errno": 0}, {"seed": 1.5}],
+    [
+        {"error_rate": 2},
+        {"latency": "1"},
+        {"no_such_knob": 1},
+        {"error_errno": 0},
+        {"seed": 1.5},
+        {"delivery": "yes"},
+        {"clock_speed": 0},
+        {"wake_interval": -600},
+        {"wake_uplink": 3},
+        {"wake_uplink": True},
+        {"confirm_delay": 6},
+        {"confirm_fail_rate": 1.5},
+        {"confirm_fail_statuses": []},
+        {"confirm_fail_statuses": ["SUCCESS"]},
+        {"confirm_fail_statuses": ["NOPE"]},
+        {"offline_imeis": IMEI},
+        {"offline_rate": -0.1},
+    ],
 )
 async def test_config_endpoint_refuses_bad_knobs(
     platform: Platform, sim: Simulator, changes: dict[str, object]
@@ -103,6 +121,55 @@ async def test_config_endpoint_refuses_bad_knobs(
     status, answer = await platform.set_config(**changes)
     assert status == 400 and answer["error"]
     assert sim.config.to_json() == before
+
+
+async def test_config_endpoint_sets_the_delivery_knobs(platform: Platform, sim: Simulator) -> None:
+    status, shown = await platform.set_config(
+        delivery=True,
+        clock_speed=600,
+        wake_interval=3600,
+        wake_uplink=4,
+        confirm_delay=0,
+        confirm_fail_rate=0.25,
+        confirm_fail_statuses=["TIME_OUT", "OFFLINE"],
+        offline_imeis=[IMEI],
+        offline_rate=0.1,
+    )
+    assert status == 200
+    config = sim.config
+    assert (config.delivery, config.clock_speed, config.wake_interval) == (True, 600.0, 3600.0)
+    assert (config.wake_uplink, config.confirm_delay, config.confirm_fail_rate) == (4, 0.0, 0.25)
+    assert config.confirm_fail_statuses == ("TIME_OUT", "OFFLINE")
+    assert (config.offline_imeis, config.offline_rate) == ({IMEI}, 0.1)
+    assert (shown["confirm_fail_statuses"], shown["offline_imeis"]) == (
+        ["TIME_OUT", "OFFLINE"],
+        [IMEI],
+    )
+
+
+def test_delivery_is_off_by_default() -> None:
+    config = SimulatorConfig()
+    assert (config.delivery, config.clock_speed, config.wake_interval) == (False, 1.0, 600.0)
+    assert (config.wake_uplink, config.confirm_delay, config.confirm_fail_rate) == (2, 2.0, 0.0)
+    assert (config.offline_imeis, config.offline_rate) == (set(), 0.0)
+
+
+async def test_devices_view(platform: Platform, sim: Simulator) -> None:
+    """One entry per device sent a command, in order of its first one."""
+    await platform.write()
+    await platform.read(read_query(imei="860000000000009"))
+    assert await platform.sim("devices") == {
+        "devices": [
+            {"imei": IMEI, "online": True, "next_wake": None, "live": 1, "resources": []},
+            {
+                "imei": "860000000000009",
+                "online": True,
+                "next_wake": None,
+                "live": 1,
+                "resources": [],
+            },
+        ]
+    }
 
 
 def test_config_refuses_nonsense_in_code() -> None:

@@ -54,6 +54,17 @@ def read_query(**changes: str | None) -> list[tuple[str, str]]:
     return _apply(base, changes)
 
 
+def execute_query(**changes: str | None) -> list[tuple[str, str]]:
+    base = {
+        "imei": IMEI,
+        "obj_id": "3311",
+        "obj_inst_id": "0",
+        "res_id": "5523",
+        "expired_time": in_hours(48),
+    }
+    return _apply(base, changes)
+
+
 def _apply(base: dict[str, str], changes: Mapping[str, str | None]) -> list[tuple[str, str]]:
     merged: dict[str, str | None] = {**base, **changes}
     return [(k, v) for k, v in merged.items() if v is not None]
@@ -139,6 +150,49 @@ class Platform:
             "GET", "/nbiot/offline", read_query() if query is None else query, headers=headers
         )
 
+    async def execute(
+        self,
+        query: Pairs | None = None,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """A cached execute; `body` None sends none, bytes as is, anything else as JSON."""
+        sent = {"api-key": API_KEY}
+        raw: bytes | None = None
+        if body is not None:
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        return await self.call(
+            "POST",
+            "/nbiot/execute/offline",
+            execute_query() if query is None else query,
+            body=raw,
+            headers=sent if headers is None else headers,
+        )
+
+    async def detail(self, uuid: str, imei: str = IMEI) -> Answer:
+        return await self.call("GET", f"/nbiot/offline/history/{uuid}", [("imei", imei)])
+
+    async def cancel(self, uuid: str, imei: str = IMEI) -> Answer:
+        return await self.call("PUT", f"/nbiot/offline/cancel/{uuid}", [("imei", imei)])
+
+    async def cancel_all(self, imei: str = IMEI) -> Answer:
+        return await self.call("PUT", "/nbiot/offline/cancel/all", [("imei", imei)])
+
+    async def advance(self, seconds: float) -> Any:
+        """Move the simulated clock; answers GET /_sim/clock's object."""
+        async with self.session.post(
+            self.url("/_sim/advance"), json={"seconds": seconds}
+        ) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def devices(self) -> dict[str, dict[str, Any]]:
+        """GET /_sim/devices, keyed by IMEI."""
+        listed = (await self.sim("devices"))["devices"]
+        return {device["imei"]: device for device in listed}
+
     async def sim(self, what: str) -> Any:
         """GET one of the /_sim/ endpoints."""
         async with self.session.get(self.url(f"/_sim/{what}")) as response:
@@ -152,3 +206,9 @@ class Platform:
     async def set_config(self, **changes: Any) -> tuple[int, Any]:
         async with self.session.post(self.url("/_sim/config"), json=changes) as response:
             return response.status, await response.json()
+
+
+def uuid_of(answer: Answer) -> str:
+    """The uuid of an answer that queued a command (fails the test otherwise)."""
+    assert answer.errno == 0, answer.json
+    return str(answer.json["data"]["uuid"])
