@@ -369,6 +369,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PER_SECOND",
         help="answer errno 15 above this",
     )
+    p.add_argument(
+        "--delivery",
+        action="store_true",
+        help="devices wake up, receive their commands and confirm them (for `track` and `cancel`)",
+    )
+    p.add_argument(
+        "--clock-speed",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="with --delivery: simulated seconds per real second (600: ten minutes a second)",
+    )
+    p.add_argument(
+        "--wake-interval",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --delivery: simulated seconds between a device's uplinks (default 600)",
+    )
     return parser
 
 
@@ -667,9 +686,18 @@ def _simulate(args: argparse.Namespace, err: Console) -> int:
     key = os.environ.get(args.api_key_env, "")
     if not key:
         raise InputError(f"set {args.api_key_env} to the key the simulator should accept")
-    config = SimulatorConfig(
-        api_key=key, latency=args.latency, error_rate=args.error_rate, rate_limit=args.rate_limit
-    )
+    try:
+        config = SimulatorConfig(
+            api_key=key,
+            latency=args.latency,
+            error_rate=args.error_rate,
+            rate_limit=args.rate_limit,
+            delivery=args.delivery,
+            clock_speed=args.clock_speed,
+            wake_interval=args.wake_interval,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
     def ready(base_url: str) -> None:
         err.print(
