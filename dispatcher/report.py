@@ -539,10 +539,11 @@ def iso_utc(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def human_seconds(seconds: float) -> str:
+def human_seconds(seconds: float, *, tenths: bool = True) -> str:
+    """``8.2s``, ``3m05s``, ``2h10m``; whole seconds under a minute with ``tenths=False``."""
     whole = round(seconds)
     if whole < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.1f}s" if tenths else f"{whole}s"
     minutes, secs = divmod(whole, 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
 
 from dispatcher.check import CheckedJob
 from dispatcher.ledger import RunRecord
+from dispatcher.report import human_seconds
 from dispatcher.rollout import wave_bounds
 from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.runner import RunResult
 from dispatcher.timewindow import PLATFORM_TZ
-
-
-def human_duration(delta: timedelta) -> str:
-    seconds = round(delta.total_seconds())
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def both_zones(instant: datetime) -> str:
@@ -54,7 +44,7 @@ def print_plan(console: Console, checked: CheckedJob) -> None:
     rate = job.rate
     console.print(
         f"rate:                {rate.per_second:g}/s, {rate.concurrency} in flight"
-        f" -> about {human_duration(checked.duration)} of sending"
+        f" -> about {human_seconds(checked.duration.total_seconds(), tenths=False)} of sending"
     )
     if rate.ramp is not None:
         console.print(
