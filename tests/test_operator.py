@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.cli import build_parser
-from tests.helpers import API_KEY, simulator, write_job
+from tests.helpers import API_KEY, imei, simulator, write_job
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -104,3 +104,67 @@ def test_every_command_help_has_an_example(
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])
     assert "example" in capsys.readouterr().out
+
+
+def test_run_writes_the_pipeline_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--summary-json, --junit, --metrics-file and the GitHub step summary, each read back by a parser."""
+    import xml.etree.ElementTree as ET
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dispatcher.cli import main
+
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+    step_summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    job = write_job(tmp_path, 6)
+    out = tmp_path / "out"
+    out.mkdir()
+    with simulator(fail_imeis={imei(3)}) as sim:
+        code = main(
+            ["run", str(job), "--base-url", sim.base_url, "--ledger", str(tmp_path / "l.sqlite"),
+             "--summary-json", str(out / "summary.json"), "--junit", str(out / "junit.xml"),
+             "--metrics-file", str(out / "metrics.prom")]
+        )  # fmt: skip
+    assert 1 == code
+    summary = json.loads((out / "summary.json").read_text())
+    assert (10, 1, 1) == (
+        summary["counts"]["ok"],
+        summary["counts"]["failed"],
+        summary["counts"]["skipped"],
+    )
+    suite = ET.parse(out / "junit.xml").getroot()
+    cases = suite.findall(".//testcase")
+    assert 2 == len(cases)
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert failures and imei(3) in (failures[0].find("failure").text or "")  # type: ignore[union-attr]
+    samples = {
+        (s.name, s.labels.get("status")): s.value
+        for family in text_string_to_metric_families((out / "metrics.prom").read_text())
+        for s in family.samples
+    }
+    assert 10 == samples[("onenet_dispatch_rows", "ok")]
+    assert step_summary.read_text().startswith("## Rollout report")
+
+
+def test_an_output_folder_that_does_not_exist_is_refused_before_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in --junit's folder: exit 2 at once, nothing sent."""
+    from dispatcher.cli import main
+
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+    job = write_job(tmp_path, 2)
+    with simulator() as sim:
+        code = main(
+            [
+                "run",
+                str(job),
+                "--base-url",
+                sim.base_url,
+                "--junit",
+                str(tmp_path / "nope" / "j.xml"),
+            ]
+        )
+        assert 0 == len(sim.requests)
+    assert 2 == code
