@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from dispatcher import __version__
 from dispatcher.errors import InputError
-from dispatcher.fleets import iter_fleet
-from dispatcher.jobfile import PLATFORM_PUBLIC_RATE, FleetSpec, JobSchemaError, WindowSpec, load_job
+from dispatcher.fleets import csv_path, iter_fleet
+from dispatcher.jobfile import (
+    PLATFORM_PUBLIC_RATE,
+    FleetSpec,
+    JobSchemaError,
+    LoadedJob,
+    WindowSpec,
+    load_job,
+)
 from dispatcher.plan import Plan, PlanStats
 from dispatcher.problems import Problem, Problems
 from dispatcher.rollout import WaveMap, key_thresholds, shuffle_key, wave_bounds
@@ -127,3 +136,22 @@ def _salvage(path: Path, doc: YamlDoc, now: datetime, strict: bool) -> list[Prob
         for _ in iter_fleet(spec, index, path, doc, problems, strict=strict):
             pass
     return [p for p in problems.shown if p.severity == "error"]
+
+
+def inputs_hash(loaded: LoadedJob, *, strict: bool) -> str | None:
+    """A hash of everything a check reads: the job file, its fleet files, the rules' version.
+
+    Equal hashes mean a new check would find exactly what the last one found; None
+    when a fleet file cannot be read (the full check will say why).
+    """
+    digest = hashlib.sha256(f"{__version__}\0{strict}\0".encode())
+    try:
+        digest.update(loaded.path.read_bytes())
+        for spec in loaded.job.fleets:
+            if spec.csv is not None:
+                with csv_path(loaded.path, spec).open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()

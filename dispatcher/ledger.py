@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     waves INTEGER NOT NULL DEFAULT 1,
     wave INTEGER NOT NULL DEFAULT 0,
     confirmed_wave INTEGER NOT NULL DEFAULT 0,
-    rollout TEXT
+    rollout TEXT,
+    inputs_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     run_id TEXT NOT NULL,
@@ -101,6 +102,7 @@ class RunRecord:
     wave: int = 0  # the wave in progress (0-based)
     confirmed_wave: int = 0  # waves up to this one may start without asking
     rollout: str | None = None  # the job's rollout controls (JSON), for `status`
+    inputs_hash: str | None = None  # job and fleet files of the last run that left nothing to send
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +267,10 @@ class Ledger:
     def start_run(self, record: RunRecord) -> None:
         """Insert a new run, or mark an existing one started again."""
         self._write(
-            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT (run_id) DO UPDATE SET started_at = excluded.started_at,
                ended_at = NULL, state = excluded.state, reason = NULL, devices = excluded.devices,
-               waves = excluded.waves, rollout = excluded.rollout""",
+               waves = excluded.waves, rollout = excluded.rollout, inputs_hash = NULL""",
             [tuple(getattr(record, f) for f in RunRecord.__slots__)],
         )
 
@@ -279,10 +281,17 @@ class Ledger:
             [(wave, run_id)],
         )
 
-    def end_run(self, run_id: str, ended_at: float, state: str, reason: str | None) -> None:
+    def end_run(
+        self,
+        run_id: str,
+        ended_at: float,
+        state: str,
+        reason: str | None,
+        inputs_hash: str | None = None,
+    ) -> None:
         self._write(
-            "UPDATE runs SET ended_at = ?, state = ?, reason = ? WHERE run_id = ?",
-            [(ended_at, state, reason, run_id)],
+            "UPDATE runs SET ended_at = ?, state = ?, reason = ?, inputs_hash = ? WHERE run_id = ?",
+            [(ended_at, state, reason, inputs_hash, run_id)],
         )
 
     def recover_sending(self, run_id: str) -> int:

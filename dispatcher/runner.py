@@ -23,14 +23,15 @@ from rich.console import Console
 
 from dispatcher.access import authenticator_for, base_url_from, secret_values
 from dispatcher.auth import ApiKeyAuth, Authenticator
-from dispatcher.check import CheckedJob, check_job
+from dispatcher.check import CheckedJob, check_job, inputs_hash
 from dispatcher.client import OneNetClient
 from dispatcher.clock import Clock, RealClock, unix_now
 from dispatcher.config import Config, Secret, load_config
 from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
-from dispatcher.errors import Aborted, DispatcherError, InputError, RunRefused
+from dispatcher.errors import Aborted, DispatcherError, InputError, LedgerError, RunRefused
 from dispatcher.imei import imei_problem
-from dispatcher.ledger import Ledger, RunRecord, read_run
+from dispatcher.jobfile import load_job
+from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
 from dispatcher.limiter import RateLimiter
 from dispatcher.plan import Plan, Request
 from dispatcher.problems import Problem, Problems
@@ -97,10 +98,71 @@ class RunResult:
         return None
 
 
+def _ledger_path(options: RunOptions, config: Config) -> Path:
+    if options.ledger is not None:
+        return options.ledger
+    if config.ledger and not options.simulate:
+        return Path(config.ledger)
+    return options.job.parent / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
+
+
+def _nothing_left(options: RunOptions, config: Config) -> RunResult | None:
+    """A rerun of a run that left nothing to send, on unchanged files: say so without a pass.
+
+    Checking and streaming a million-device fleet takes a minute; when the job and fleet
+    files are byte for byte those of the run's last complete pass, which left no row to
+    send, the answer is known. Anything else (a changed file, pending or in-doubt rows,
+    another target) takes the full path.
+    """
+    if options.simulate or options.resend_in_doubt:
+        return None
+    try:
+        loaded = load_job(options.job)
+    except InputError:
+        return None
+    run_id = options.run_id or loaded.job.name
+    ledger_path = _ledger_path(options, config)
+    if not ledger_path.is_file():
+        return None
+    try:
+        previous = read_run(ledger_path, run_id)
+    except LedgerError:
+        return None  # the full path says what is wrong with the file
+    if previous is None or previous.inputs_hash is None or previous.state != "finished":
+        return None
+    if previous.target != base_url_from(options.base_url or config.base_url):
+        return None
+    if previous.inputs_hash != inputs_hash(loaded, strict=options.strict):
+        return None
+    with Ledger(ledger_path) as ledger:
+        ledger.lock(run_id)
+        counts = ledger.counts(run_id)
+        if set(counts) - DONE:
+            return None
+    log.info(
+        "nothing_to_send",
+        run_id=run_id,
+        reason="job and fleet files unchanged since the run completed",
+    )
+    return RunResult(
+        run_id=run_id,
+        ledger=ledger_path,
+        target=previous.target,
+        totals=Totals(planned_devices=previous.devices, already_done=previous.devices),
+        counts=counts,
+        warnings=Problems(),
+        resumed=True,
+        first_started_at=previous.first_started_at,
+    )
+
+
 def run_job(options: RunOptions) -> RunResult:
     """One invocation of ``run``; raises InputError/RunRefused before anything is sent."""
     config = load_config(options.config)
     now = datetime.now(UTC)
+    done = _nothing_left(options, config)
+    if done is not None:
+        return done
     checked = check_job(options.job, now=now, strict=options.strict)
     job = checked.plan.job
     if options.simulate:
@@ -112,12 +174,7 @@ def run_job(options: RunOptions) -> RunResult:
     run_id = options.run_id or (
         f"{job.name}-simulated-{now.strftime('%Y%m%dT%H%M%S')}" if options.simulate else job.name
     )
-    ledger_path = options.ledger or (
-        Path(config.ledger)
-        if config.ledger and not options.simulate
-        else options.job.parent
-        / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
-    )
+    ledger_path = _ledger_path(options, config)
     fingerprint = job.fingerprint()
     if options.imei_file is not None:
         options = dataclasses.replace(options, imeis=read_imei_file(options.imei_file))
@@ -203,7 +260,12 @@ def run_job(options: RunOptions) -> RunResult:
             elif result.signal is not None:
                 state, reason = "stopped", f"stopped by {signal.Signals(result.signal).name}"
             result.counts = ledger.counts(run_id)
-            ledger.end_run(run_id, unix_now(), state, reason)
+            # Remember the inputs of a pass that left nothing to send: a rerun can then say so at once.
+            complete = (
+                state == "finished" and not set(result.counts) - DONE and not options.simulate
+            )
+            digest = inputs_hash(checked.plan.loaded, strict=options.strict) if complete else None
+            ledger.end_run(run_id, unix_now(), state, reason, digest)
             log.info("run_ended", state=state, reason=reason, **result.counts)
     return result
 

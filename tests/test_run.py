@@ -365,3 +365,20 @@ def test_simulate_runs_the_example_job(capsys: pytest.CaptureFixture[str], tmp_p
     assert main(["run", str(example), "--simulate", "--ledger", str(tmp_path / "sim.sqlite")]) == 0
     out = capsys.readouterr().out
     assert "ok" in out and "408" in out
+
+
+def test_rerun_of_a_complete_run_on_unchanged_files_skips_the_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unchanged job and fleet: the rerun knows at once there is nothing to send; a changed fleet is read again."""
+    job = write_job(tmp_path, 4)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+        assert run(job, sim, ledger) == 0
+        capsys.readouterr()
+        assert run(job, sim, ledger) == 0
+        assert "nothing_to_send" in capsys.readouterr().err
+        write_job(tmp_path, 5)  # one device more
+        assert run(job, sim, ledger) == 0
+        assert "nothing_to_send" not in capsys.readouterr().err
+        assert Counter(c.imei for c in sim.commands) == {imei(i): 2 for i in range(5)}
