@@ -14,14 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from dispatcher import __version__
-
-if TYPE_CHECKING:
-    from dispatcher.ledger import Ledger, RunRecord
 from dispatcher.errors import (
     Aborted,
     DispatcherError,
@@ -560,16 +556,17 @@ def _run_outputs(
 
 
 def _report(args: argparse.Namespace, out: Console) -> int:
+    from dispatcher.ledger import open_existing
     from dispatcher.report import build_report, render_json, render_markdown, render_text
 
-    with _open_ledger(args.ledger) as ledger:
+    with open_existing(args.ledger) as ledger:
         if args.run_id is None:
             runs = ledger.runs()
             if not runs:
                 raise InputError(f"{args.ledger}: no runs yet")
             run_id = runs[-1].run_id
         else:
-            run_id = _known_run(ledger, args.run_id).run_id
+            run_id = ledger.require_run(args.run_id).run_id
         report = build_report(ledger, run_id)
     if args.format == "json":
         sys.stdout.write(render_json(report) + "\n")
@@ -615,10 +612,11 @@ def _dry_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _status(args: argparse.Namespace, out: Console) -> int:
+    from dispatcher.ledger import open_existing
     from dispatcher.show import print_status
 
-    with _open_ledger(args.ledger) as ledger:
-        runs = [_known_run(ledger, args.run_id)] if args.run_id else ledger.runs()
+    with open_existing(args.ledger) as ledger:
+        runs = [ledger.require_run(args.run_id)] if args.run_id else ledger.runs()
         if not runs:
             out.print("no runs in this ledger")
         for record in runs:
@@ -627,8 +625,10 @@ def _status(args: argparse.Namespace, out: Console) -> int:
 
 
 def _resume(args: argparse.Namespace, out: Console) -> int:
-    with _open_ledger(args.ledger) as ledger:
-        record = _known_run(ledger, args.run_id)
+    from dispatcher.ledger import open_existing
+
+    with open_existing(args.ledger) as ledger:
+        record = ledger.require_run(args.run_id)
         if record.wave + 1 >= record.waves:
             out.print(
                 f"run {record.run_id} has no wave left to confirm (wave {record.wave + 1} of {record.waves})"
@@ -642,32 +642,13 @@ def _resume(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-def _open_ledger(path: Path) -> Ledger:
-    from dispatcher.ledger import Ledger
-
-    if not path.is_file():
-        raise InputError(f"{path}: no such ledger")
-    return Ledger(path)
-
-
-def _known_run(ledger: Ledger, run_id: str) -> RunRecord:
-    record = ledger.run(run_id)
-    if record is None:
-        known = ", ".join(r.run_id for r in ledger.runs()) or "none"
-        raise InputError(f'no run "{run_id}" in {ledger.path} (runs: {known})')
-    return record
-
-
 def _export(args: argparse.Namespace, out: Console) -> int:
     from dispatcher.export import write
-    from dispatcher.ledger import Ledger
+    from dispatcher.ledger import open_existing
 
-    if not args.ledger.is_file():
-        raise InputError(f"{args.ledger}: no such ledger")
-    with Ledger(args.ledger) as ledger:
-        if args.run_id is not None and ledger.run(args.run_id) is None:
-            known = ", ".join(r.run_id for r in ledger.runs()) or "none"
-            raise InputError(f'no run "{args.run_id}" in {args.ledger} (runs: {known})')
+    with open_existing(args.ledger) as ledger:
+        if args.run_id is not None:
+            ledger.require_run(args.run_id)
         if args.output is None:
             write(ledger, args.run_id, args.format, sys.stdout)
         else:
@@ -790,8 +771,6 @@ def _track(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
     for note in (outcome.passes[-1].notes if outcome.passes else [])[:20]:
         out.print(f"  {note}")
-    if args.watch:
-        return EXIT_OK if outcome.all_succeeded else EXIT_SOME_FAILED
     return EXIT_OK if outcome.all_succeeded else EXIT_SOME_FAILED
 
 

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dispatcher.errors import LedgerError, RunRefused
+from dispatcher.errors import InputError, LedgerError, RunRefused
 
 APPLICATION_ID = 0x4F4E4454  # "ONDT": marks the file as ours, so a foreign SQLite file is refused
 SCHEMA_VERSION = 1
@@ -257,6 +257,14 @@ class Ledger:
     def run(self, run_id: str) -> RunRecord | None:
         row = self._read("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return RunRecord(*row) if row is not None else None
+
+    def require_run(self, run_id: str) -> RunRecord:
+        """The run's record; InputError naming the runs there are when it is not in this ledger."""
+        record = self.run(run_id)
+        if record is None:
+            known = ", ".join(r.run_id for r in self.runs()) or "none"
+            raise InputError(f'no run "{run_id}" in {self.path} (runs: {known})')
+        return record
 
     def runs(self) -> list[RunRecord]:
         return [
@@ -629,3 +637,10 @@ def read_run(path: Path, run_id: str) -> RunRecord | None:
     finally:
         db.close()
     return RunRecord(*row) if row is not None else None
+
+
+def open_existing(path: Path) -> Ledger:
+    """A ledger that must already exist (report, export, track, ...): never creates one."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such ledger")
+    return Ledger(path)

@@ -21,7 +21,7 @@ from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
 from dispatcher.errors import InputError
 from dispatcher.jobfile import Job, load_job
-from dispatcher.ledger import Ledger, RunRecord
+from dispatcher.ledger import Ledger, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
 from dispatcher.plan import Plan, Request
 from dispatcher.reconcile import ReconcileReport, reconcile_run
@@ -39,20 +39,6 @@ log = structlog.get_logger("dispatcher.lifecycle")
 
 FALLBACK_RATE = 20.0  # platform queries per second when the run's job file is not at hand
 FALLBACK_CONCURRENCY = 4
-
-
-def _run_record(ledger: Ledger, run_id: str) -> RunRecord:
-    record = ledger.run(run_id)
-    if record is None:
-        known = ", ".join(r.run_id for r in ledger.runs()) or "none"
-        raise InputError(f'no run "{run_id}" in {ledger.path} (runs: {known})')
-    return record
-
-
-def _open(path: Path) -> Ledger:
-    if not path.is_file():
-        raise InputError(f"{path}: no such ledger")
-    return Ledger(path)
 
 
 def _job_of(record: RunRecord) -> Job | None:
@@ -90,16 +76,10 @@ class ReconcileOutcome:
 def reconcile_ledger(options: ReconcileOptions) -> ReconcileOutcome:
     """``reconcile``: settle the in-doubt rows of one run, or of every run, of a ledger."""
     config = load_config(options.config)
-    if not options.ledger.is_file():
-        raise InputError(f"{options.ledger}: no such ledger")
     outcome = ReconcileOutcome({}, {})
-    with Ledger(options.ledger) as ledger:
+    with open_existing(options.ledger) as ledger:
         if options.run_id is not None:
-            record = ledger.run(options.run_id)
-            if record is None:
-                known = ", ".join(r.run_id for r in ledger.runs()) or "none"
-                raise InputError(f'no run "{options.run_id}" in {options.ledger} (runs: {known})')
-            runs = [record]
+            runs = [ledger.require_run(options.run_id)]
         else:
             runs = [r for r in ledger.runs() if ledger.in_doubt(r.run_id)]
         targets: list[tuple[RunRecord, str]] = []
@@ -199,8 +179,8 @@ def _pace(record: RunRecord, rate: float | None, concurrency: int | None) -> tup
 def track_run(options: TrackOptions) -> TrackOutcome:
     """``track``: ask where each unfinished queued command stands, once or until all are final."""
     config = load_config(options.config)
-    with _open(options.ledger) as ledger:
-        record = _run_record(ledger, options.run_id)
+    with open_existing(options.ledger) as ledger:
+        record = ledger.require_run(options.run_id)
         target = _target(record, options.base_url)
         auth = authenticator_for(config)
         rate, concurrency = _pace(record, options.rate, options.concurrency)
@@ -280,8 +260,8 @@ class CancelOutcome:
 def cancel_run(options: CancelOptions) -> CancelOutcome:
     """``cancel``: take back the run's commands still waiting on the platform."""
     config = load_config(options.config)
-    with _open(options.ledger) as ledger:
-        record = _run_record(ledger, options.run_id)
+    with open_existing(options.ledger) as ledger:
+        record = ledger.require_run(options.run_id)
         rows = cancel_candidates(ledger, record.run_id, options.fleets, options.imeis)
         outcome = CancelOutcome(
             candidates=len(rows),

@@ -22,7 +22,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dispatcher.errors import InputError
 from dispatcher.ledger import Ledger, RunRecord, Status
 
 REPORT_VERSION = 1  # bump when a key of ``Report.to_dict`` changes meaning or goes away
@@ -293,10 +292,7 @@ class Report:
 def build_report(ledger: Ledger, run_id: str) -> Report:
     """A run's report, from aggregates SQLite computes; raises InputError for an unknown run."""
     with ledger.snapshot():
-        record = ledger.run(run_id)
-        if record is None:
-            known = ", ".join(r.run_id for r in ledger.runs()) or "none"
-            raise InputError(f'no run "{run_id}" in {ledger.path} (runs: {known})')
+        record = ledger.require_run(run_id)
         rollup = ledger.rollup_counts(run_id)
         groups = ledger.error_groups(run_id, TOP_ERRORS)
         slowest = ledger.slowest_answers(run_id, TOP_SLOWEST)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -13,8 +14,10 @@ from dispatcher.ledger import RunRecord
 from dispatcher.report import human_seconds
 from dispatcher.rollout import wave_bounds
 from dispatcher.rolloutspec import RolloutSpec
-from dispatcher.runner import RunResult
 from dispatcher.timewindow import PLATFORM_TZ
+
+if TYPE_CHECKING:
+    from dispatcher.runner import RunResult
 
 
 def both_zones(instant: datetime) -> str:
