@@ -83,6 +83,19 @@ CREATE INDEX IF NOT EXISTS items_by_uuid ON items (uuid) WHERE uuid IS NOT NULL;
 """
 
 
+_FOREIGN_TABLE = """
+CREATE TABLE IF NOT EXISTS foreign_commands (
+    run_id TEXT NOT NULL,
+    imei TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    type TEXT,
+    create_time TEXT,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (run_id, uuid)
+)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     run_id: str
@@ -401,10 +414,41 @@ class Ledger:
             self._read("SELECT 1 FROM items WHERE uuid = ? LIMIT 1", (uuid,)).fetchone() is not None
         )
 
+    def known_uuids(self) -> set[str]:
+        """Every uuid the ledger holds, stripped (the platform's pages pad some with spaces)."""
+        rows = self._read("SELECT uuid FROM items WHERE uuid IS NOT NULL", ())
+        return {uuid.strip() for (uuid,) in rows}
+
+    def note_foreign(
+        self, run_id: str, seen: Sequence[tuple[str, str, str, str | None]], at: float
+    ) -> None:
+        """Remember other applications' commands (imei, uuid, type, create_time) seen on our devices.
+
+        Its own table, created on first use: an additive change that older ledgers and
+        older versions of the tool simply do not have or read.
+        """
+        self._read(_FOREIGN_TABLE, ())
+        self._write(
+            "INSERT OR IGNORE INTO foreign_commands (run_id, imei, uuid, type, create_time, seen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(run_id, imei, uuid, kind, created, at) for imei, uuid, kind, created in seen],
+        )
+
+    def foreign_seen(self, run_id: str) -> int:
+        """How many other applications' commands reconciliation saw on this run's devices."""
+        exists = self._read(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'foreign_commands'", ()
+        ).fetchone()
+        if exists is None:
+            return 0
+        row = self._read("SELECT count(*) FROM foreign_commands WHERE run_id = ?", (run_id,))
+        return int(row.fetchone()[0])
+
     def settle(
         self, run_id: str, row: InDoubt, status: Status, uuid: str | None, note: str
     ) -> None:
-        """Settle an in-doubt row: ``ok`` with the uuid found, or ``pending`` (nothing was queued)."""
+        """Settle an in-doubt row: ``ok`` with the uuid found, ``pending`` (nothing was queued),
+        or still ``in_doubt`` with the reason in its error."""
         self._write(
             "UPDATE items SET status = ?, uuid = ?, error = ? WHERE run_id = ? AND imei = ? AND command = ?"
             " AND status = 'in_doubt'",

@@ -1,32 +1,35 @@
 """Settling in-doubt rows by asking the platform instead of guessing.
 
-A request whose answer never arrived may or may not have queued its command. The
-platform lists a device's cached commands (``GET /nbiot/offline/history``), so for
-each in-doubt row we look for a command on that device created since the request
-was sent, of the same kind, whose uuid the ledger does not know yet, and whose
-content (when the platform's text parses) matches what we sent:
+A request whose answer never arrived may or may not have queued its command, and
+other applications (another system, an operator's console) queue commands on the
+same devices. For each device with in-doubt rows we read its history
+(``GET /nbiot/offline/history``) from the earliest send on, to its end, and take as
+candidates the commands of the same kind, created since the row's send (less
+``CLOCK_SKEW``: the platform's clock is not ours), whose uuid the ledger does not
+know. Each candidate's detail is judged against what was sent (``evidence.judge``):
 
-- found: the row is ``ok`` with that uuid (the command was queued);
-- not found: the row is ``pending`` (nothing was queued: the next run sends it);
-- the platform did not answer: the row stays ``in_doubt``.
+- exactly one candidate agrees and every other one is ruled out: ``ok`` with its uuid;
+- no candidate is left, the whole history was read, and the request is old enough:
+  ``pending`` (nothing was queued; the next run sends it);
+- anything else (several agree, one could not be compared, a detail or a page could
+  not be read, the history could not be read to its end): stays ``in_doubt``, with
+  the reason in the row's error.
 
-The match relies only on what the contract documents (device, type, create_time,
-cmd_uuid); content is a further check only when it parses, since its format is not
-documented. ``create_time`` is the platform's clock, ours may differ: a command
-created up to ``CLOCK_SKEW`` before our send time still counts.
+Commands ruled out for every in-doubt row of a device are another application's:
+they never settle a row, and the ledger counts them for ``report``.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
+from dispatcher.evidence import Judgement, Verdict, judge
 from dispatcher.ledger import InDoubt, Ledger, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Outcome
@@ -36,7 +39,9 @@ from dispatcher.timewindow import PLATFORM_TZ, wire_time
 log = structlog.get_logger("dispatcher.reconcile")
 
 CLOCK_SKEW = timedelta(minutes=2)
-MAX_PAGES = 20  # a device holds at most 10 cached commands; history beyond 20 pages is noise
+# A device holds at most 10 cached commands at a time, but its history keeps the
+# finished ones too; a history longer than this is not read to its end (in doubt).
+MAX_PAGES = 50
 HISTORY = "/nbiot/offline/history"
 
 
@@ -49,6 +54,7 @@ class ReconcileReport:
     found: int = 0  # settled ok: the command was queued
     not_found: int = 0  # settled pending: nothing was queued
     undecided: int = 0  # the platform could not tell; still in doubt
+    foreign: int = 0  # other applications' commands seen on our devices
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -56,7 +62,21 @@ class ReconcileReport:
         return self.found + self.not_found + self.undecided
 
 
-def _answer_time(text: object) -> datetime | None:
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One command of a device's history, as listed."""
+
+    uuid: str | None  # stripped; None when the item has none we can use
+    type: object
+    created: datetime | None  # None when the create_time does not parse
+    create_time: str | None
+
+
+class _Undecided(Exception):
+    pass
+
+
+def answer_time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
@@ -65,8 +85,8 @@ def _answer_time(text: object) -> datetime | None:
         return None
 
 
-def _kind_matches(item_type: object, op: str) -> bool:
-    """Only a type text that plainly names another kind rules a command out."""
+def kind_matches(item_type: object, op: str) -> bool:
+    """Only a type text that plainly names another kind rules a command out ("READ" is a read)."""
     if not isinstance(item_type, str):
         return True
     text = item_type.lower()
@@ -74,20 +94,15 @@ def _kind_matches(item_type: object, op: str) -> bool:
     return op in text or not any(other in text for other in others)
 
 
-def _content_matches(content: object, request: Request) -> bool:
-    """False only when the platform's content parses and says something else than we sent."""
-    if not isinstance(content, str):
-        return True
-    try:
-        theirs = json.loads(content)
-    except ValueError:
-        return True
-    if request.body is not None:
-        return bool(theirs == json.loads(request.body))
-    if not isinstance(theirs, dict):
-        return True
-    ours = dict(request.head)
-    return all(str(value) == ours.get(key, str(value)) for key, value in theirs.items())
+def count(value: object) -> int | None:
+    """A count the platform may write as a number or as text ("3")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 async def reconcile_run(
@@ -103,93 +118,222 @@ async def reconcile_run(
 ) -> ReconcileReport:
     """Settle every in-doubt row of ``run_id`` that the platform can settle."""
     report = ReconcileReport()
+    devices: dict[str, list[InDoubt]] = {}
     for row in ledger.in_doubt(run_id):
-        request = requests.get((row.imei, row.command)) if requests is not None else None
-        try:
-            uuid = await _find(row, platform, limiter, ledger, fallback_sent_at, request)
-        except _Undecided as exc:
-            report.undecided += 1
-            report.notes.append(f"{row.imei} command {row.command}: {exc}")
-            continue
-        if (
-            uuid is None
-            and row.sent_at is not None
-            and (now or time.time()) - row.sent_at < min_age
-        ):
-            # It may still be on its way: "not found" is only an answer for an old enough request.
-            report.undecided += 1
-            report.notes.append(
-                f"{row.imei} command {row.command}: sent too recently to tell; try again later"
+        devices.setdefault(row.imei, []).append(row)
+    if not devices:
+        return report
+    known = ledger.known_uuids()
+    device = _Device(ledger, run_id, platform, limiter, known, report)
+    for imei, rows in devices.items():
+        sent = {
+            row.command: datetime.fromtimestamp(
+                row.sent_at if row.sent_at is not None else fallback_sent_at, PLATFORM_TZ
             )
-            continue
-        if uuid is not None:
-            ledger.settle(run_id, row, Status.OK, uuid, "reconciled: found on the platform")
-            report.found += 1
-        else:
-            ledger.settle(
-                run_id, row, Status.PENDING, None, "reconciled: not queued on the platform"
-            )
-            report.not_found += 1
-    if report.looked_at:
-        log.info(
-            "reconciled",
-            run_id=run_id,
-            found=report.found,
-            not_found=report.not_found,
-            undecided=report.undecided,
-        )
+            for row in rows
+        }
+        age = {
+            row.command: (now or time.time()) - (row.sent_at or fallback_sent_at) for row in rows
+        }
+        wanted = {
+            row.command: requests.get((row.imei, row.command)) if requests is not None else None
+            for row in rows
+        }
+        await device.settle(imei, rows, sent, wanted, age, min_age)
+    log.info(
+        "reconciled",
+        run_id=run_id,
+        found=report.found,
+        not_found=report.not_found,
+        undecided=report.undecided,
+        foreign=report.foreign,
+    )
     return report
 
 
-class _Undecided(Exception):
-    pass
+class _Device:
+    """Reconciles one device's in-doubt rows at a time; details are fetched once per uuid."""
 
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: str,
+        platform: PlatformQueries,
+        limiter: RateLimiter,
+        known: set[str],
+        report: ReconcileReport,
+    ) -> None:
+        self.ledger, self.run_id, self.platform, self.limiter = ledger, run_id, platform, limiter
+        self.known, self.report = known, report
 
-async def _find(
-    row: InDoubt,
-    platform: PlatformQueries,
-    limiter: RateLimiter,
-    ledger: Ledger,
-    fallback_sent_at: float,
-    request: Request | None,
-) -> str | None:
-    sent = datetime.fromtimestamp(
-        row.sent_at if row.sent_at is not None else fallback_sent_at, PLATFORM_TZ
-    )
-    since = sent - CLOCK_SKEW
-    candidates: list[tuple[datetime, str]] = []
-    seen = 0
-    for page in range(1, MAX_PAGES + 1):
-        await limiter.acquire()
-        data = await platform.ask(
-            HISTORY,
-            [("imei", row.imei), ("start", wire_time(since)), ("page", str(page)), ("sort", "ASC")],
-        )
-        if isinstance(data, Outcome):
-            raise _Undecided(f"history not available ({data.error})")
-        items = data.get("items")
-        if not isinstance(items, list):
-            raise _Undecided("history answer without items")
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            uuid = item.get("cmd_uuid")
-            created = _answer_time(item.get("create_time"))
-            if not isinstance(uuid, str) or not uuid or created is None or created < since:
-                continue
-            if not _kind_matches(item.get("type"), row.op) or ledger.uuid_known(uuid):
-                continue
-            candidates.append((created, uuid))
-        seen += len(items)
-        total = data.get("total_count")
-        if not items or (isinstance(total, int) and seen >= total):
-            break
-    candidates.sort()
-    for _, uuid in candidates:
+    async def settle(
+        self,
+        imei: str,
+        rows: Sequence[InDoubt],
+        sent: Mapping[int, datetime],
+        wanted: Mapping[int, Request | None],
+        age: Mapping[int, float],
+        min_age: float,
+    ) -> None:
+        since = min(sent.values()) - CLOCK_SKEW
+        try:
+            listed = await self._history(imei, since)
+        except _Undecided as exc:
+            for row in rows:
+                self._keep(row, str(exc))
+            return
+        details: dict[str, Mapping[str, Any] | str] = {}  # uuid -> detail, or why not fetched
+        ruled_out: dict[str, int] = {}  # uuid -> rows it was ruled out for
+        matched_kind: dict[str, int] = {}  # uuid -> rows of its kind
+        for row in rows:
+            start = sent[row.command] - CLOCK_SKEW
+            candidates = [
+                item
+                for item in listed
+                if (item.created is None or item.created >= start)
+                and kind_matches(item.type, row.op)
+                and (item.uuid is None or item.uuid not in self.known)
+            ]
+            agree: list[str] = []
+            unsure: list[str] = []
+            for item in candidates:
+                if item.uuid is None:
+                    unsure.append("a listed command without a uuid")
+                    continue
+                matched_kind[item.uuid] = matched_kind.get(item.uuid, 0) + 1
+                verdict = await self._judge(imei, item.uuid, wanted[row.command], details)
+                if isinstance(verdict, str):
+                    unsure.append(f"{item.uuid}: {verdict}")
+                elif verdict.verdict is Verdict.AGREES:
+                    agree.append(item.uuid)
+                elif verdict.verdict is Verdict.NO_EVIDENCE:
+                    unsure.append(f"{item.uuid}: {verdict.why}")
+                else:
+                    ruled_out[item.uuid] = ruled_out.get(item.uuid, 0) + 1
+            self._decide(row, agree, unsure, age[row.command], min_age)
+        foreign = [
+            item
+            for item in listed
+            if item.uuid is not None
+            and item.uuid not in self.known
+            and (item.created is None or item.created >= since)
+            and ruled_out.get(item.uuid, 0) == matched_kind.get(item.uuid, 0)
+        ]
+        if foreign:
+            self.report.foreign += len(foreign)
+            self.ledger.note_foreign(
+                self.run_id,
+                [(imei, item.uuid or "", str(item.type), item.create_time) for item in foreign],
+                time.time(),
+            )
+
+    def _decide(
+        self, row: InDoubt, agree: list[str], unsure: list[str], age: float, min_age: float
+    ) -> None:
+        if len(agree) == 1 and not unsure:
+            uuid = agree[0]
+            self.known.add(uuid)
+            self.ledger.settle(
+                self.run_id, row, Status.OK, uuid, "reconciled: found on the platform"
+            )
+            self.report.found += 1
+        elif len(agree) > 1:
+            self._keep(
+                row,
+                f"{len(agree)} commands on the platform agree with what was sent"
+                f" ({', '.join(agree)}); cannot tell which is ours",
+            )
+        elif unsure:
+            head = "one command agrees, but" if agree else "no command agrees, and"
+            self._keep(
+                row,
+                f"{head} {len(unsure)} of the right kind since the send cannot be ruled out:"
+                f" {'; '.join(unsure[:3])}",
+            )
+        elif age < min_age:
+            # It may still be on its way: "not found" is only an answer for an old enough request.
+            self._keep(row, "sent too recently to tell; try again later")
+        else:
+            self.ledger.settle(
+                self.run_id, row, Status.PENDING, None, "reconciled: not queued on the platform"
+            )
+            self.report.not_found += 1
+
+    def _keep(self, row: InDoubt, why: str) -> None:
+        self.report.undecided += 1
+        self.report.notes.append(f"{row.imei} command {row.command}: {why}")
+        self.ledger.settle(self.run_id, row, Status.IN_DOUBT, None, f"in doubt: {why}")
+
+    async def _judge(
+        self,
+        imei: str,
+        uuid: str,
+        request: Request | None,
+        details: dict[str, Mapping[str, Any] | str],
+    ) -> Judgement | str:
         if request is None:
-            return uuid
-        await limiter.acquire()
-        detail = await platform.ask(f"{HISTORY}/{uuid}", [("imei", row.imei)])
-        if isinstance(detail, Outcome) or _content_matches(detail.get("content"), request):
-            return uuid
-    return None
+            return "the job as sent is not available to compare with"
+        detail = details.get(uuid)
+        if detail is None:
+            await self.limiter.acquire()
+            answer = await self.platform.ask(f"{HISTORY}/{uuid}", [("imei", imei)])
+            detail = (
+                answer
+                if not isinstance(answer, Outcome)
+                else f"detail not available ({answer.error})"
+            )
+            if not isinstance(answer, Outcome):
+                details[uuid] = answer  # a failed fetch is asked again for the next row
+        if isinstance(detail, str):
+            return detail
+        return judge(detail, request)
+
+    async def _history(self, imei: str, since: datetime) -> list[Listed]:
+        """Every command listed since ``since``, or _Undecided when the end was not reached."""
+        listed: dict[str, Listed] = {}
+        anonymous: list[Listed] = []
+        seen = 0
+        for page in range(1, MAX_PAGES + 1):
+            await self.limiter.acquire()
+            data = await self.platform.ask(
+                HISTORY,
+                [("imei", imei), ("start", wire_time(since)), ("page", str(page)), ("sort", "ASC")],
+            )
+            if isinstance(data, Outcome):
+                raise _Undecided(f"history not available ({data.error})")
+            items = data.get("items")
+            if not isinstance(items, list):
+                raise _Undecided("history answer without a list of items")
+            total = count(data.get("total_count"))
+            for item in items:
+                entry = _listed(item)
+                if entry.uuid is None:
+                    anonymous.append(entry)
+                else:
+                    listed.setdefault(entry.uuid, entry)
+            seen += len(items)
+            if not items:
+                if total is not None and seen < total:
+                    raise _Undecided(
+                        f"history ended after {seen} of the {total} commands it counts"
+                    )
+                break
+            if total is not None and seen >= total:
+                break
+        else:
+            raise _Undecided(f"history longer than {MAX_PAGES} pages; not read to its end")
+        return [*listed.values(), *anonymous]
+
+
+def _listed(item: object) -> Listed:
+    if not isinstance(item, dict):
+        return Listed(None, None, None, None)
+    uuid = item.get("cmd_uuid")
+    uuid = uuid.strip() if isinstance(uuid, str) and uuid.strip() else None
+    create_time = item.get("create_time")
+    return Listed(
+        uuid,
+        item.get("type"),
+        answer_time(create_time),
+        create_time if isinstance(create_time, str) else None,
+    )
