@@ -30,12 +30,19 @@ _RATES = (
     "garble_rate",
     "confirm_fail_rate",
     "offline_rate",
+    "foreign_rate",
 )
 _DURATIONS = ("latency", "latency_jitter", "stall_seconds")
 _UPLINKS = (1, 2, 4)
 # The contract's smallest `timeout` is 5 s: answering faster means the platform never
 # gives up waiting, so no timeout needs modelling.
 MAX_CONFIRM_DELAY = 5.0
+
+DetailForm = Literal["text", "data_text", "object", "pairs", "unparseable"]
+"""How a detail writes `args` and `content`: the page leaves the form open (history.py)."""
+DETAIL_FORMS: tuple[DetailForm, ...] = get_args(DetailForm)
+TypeCase = Literal["upper", "lower"]
+TYPE_CASES: tuple[TypeCase, ...] = get_args(TypeCase)
 
 Garble = Literal["not_json", "no_uuid", "wrong_content_type", "huge", "html_error"]
 """The kinds of unreadable or misleading answer the `garble` knob picks from."""
@@ -97,6 +104,20 @@ class SimulatorConfig:
         rate_limit: requests per second accepted (token bucket, burst = max(1, rate));
             beyond it errno 15. None = no limit.
         fail_imeis: devices the platform does not know: errno 8.
+    History and detail (docs/simulator.md, "How history and detail are written"):
+        detail_form: how a detail writes `args` and `content` (one of DETAIL_FORMS):
+            "text" JSON text as received; "data_text" the write's data list (an
+            execute's bare args text); "object" JSON objects, every parameter a string
+            (the page's example); "pairs" res_id→val pairs for a write; "unparseable"
+            text that is not JSON.
+        type_case: "upper" ("READ", the page's example) or "lower".
+        page_quirks: what the page's own examples show: `cmd_uuid` with a trailing
+            space, `remain` and `total_count` as strings.
+    Other applications:
+        foreign_rate: share of cached write/read/execute requests (queued, lost or
+            refused alike, once the query is valid) right after which another
+            application queues a command of the same kind on the same device, with
+            other content. Such commands are marked `foreign` in `/_sim/commands`.
     Cancel:
         cancel_only_before_valid_time: refuse a cancel once the command's valid_time
             has passed (the platform page's stricter reading); off = cancel any
@@ -147,6 +168,10 @@ class SimulatorConfig:
     confirm_fail_statuses: tuple[str, ...] = _DEVICE_FAILURES
     offline_imeis: set[str] = field(default_factory=set)
     offline_rate: float = 0.0
+    detail_form: DetailForm = "text"
+    type_case: TypeCase = "upper"
+    page_quirks: bool = False
+    foreign_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -175,6 +200,10 @@ class SimulatorConfig:
             or self.retry_after < 0
         ):
             raise ValueError("retry_after must be a whole number of seconds >= 0, or None")
+        if self.detail_form not in DETAIL_FORMS:
+            raise ValueError(f"detail_form must be one of {', '.join(DETAIL_FORMS)}")
+        if self.type_case not in TYPE_CASES:
+            raise ValueError(f"type_case must be one of {', '.join(TYPE_CASES)}")
         if self.garble not in GARBLES:
             raise ValueError(f"garble must be one of {', '.join(GARBLES)}, got {self.garble!r}")
         if (
@@ -240,7 +269,7 @@ class SimulatorConfig:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check one JSON value against the knob's type; JSON has no sets or callables."""
-    if key in ("api_key", "error_text", "garble"):
+    if key in ("api_key", "error_text", "garble", "detail_form", "type_case"):
         return _expect(key, value, str)
     if key in ("product_id", "access_key"):
         return None if value is None else _expect(key, value, str)
@@ -258,7 +287,7 @@ def _coerce(key: str, value: Any) -> Any:
         return set(_expect_strings(key, value))
     if key == "confirm_fail_statuses":
         return tuple(_expect_strings(key, value))
-    if key in ("cancel_only_before_valid_time", "delivery"):
+    if key in ("cancel_only_before_valid_time", "delivery", "page_quirks"):
         return _expect(key, value, bool)
     raise ValueError(f"unknown knob {key!r}")
 

@@ -17,6 +17,7 @@ import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -120,6 +121,8 @@ async def _serve(
     try:
         config = sim.config
         outcome = await _decide(sim, request, entry, endpoint, queues)
+        if queues and sim.faults.chance(config.foreign_rate):
+            await _other_application(sim, request, entry)
         delay = config.latency + sim.faults.jitter(config.latency_jitter)
         if isinstance(outcome, Outcome) and outcome.after == "stall":
             delay += config.stall_seconds
@@ -280,6 +283,53 @@ async def _check_and_queue(
     return outcome
 
 
+_FOREIGN_TEXT = "set by another application"
+
+
+async def _other_application(sim: Simulator, request: web.Request, entry: RequestRecord) -> None:
+    """Another application queues a command of the same kind on the device, other content.
+
+    It comes right after the request whatever became of it (queued, lost, refused), so
+    a lost request leaves a command on the device that is not ours.
+    """
+    op: Op = (
+        "read"
+        if request.method == "GET"
+        else "execute"
+        if request.path.startswith("/nbiot/execute")
+        else "write"
+    )
+    pairs = list(request.query.items())
+    if rules.check_query(op, pairs, entry.received_at) is not None:
+        return
+    imei = request.query["imei"]
+    if imei in sim.config.fail_imeis or sim.record.live_count(imei) >= MAX_COMMANDS_PER_DEVICE:
+        return
+    body: bytes | None = None
+    if op == "read":
+        # The same object, another resource (or instance): a read of what we read would be ours.
+        name = next(n for n in ("res_id", "obj_inst_id", "obj_id") if n in request.query)
+        pairs = [(k, str(int(v) + 1) if k == name else v) for k, v in pairs]
+    elif op == "execute":
+        body = json.dumps({"args": _FOREIGN_TEXT}).encode()
+    else:
+        try:
+            res_id = json.loads(await request.read())["data"][0]["res_id"]
+        except (ValueError, LookupError, TypeError):
+            res_id = 1
+        body = json.dumps({"data": [{"res_id": res_id, "val": _FOREIGN_TEXT}]}).encode()
+    command = sim.record.queue(
+        entry,
+        uuid=str(uuidlib.uuid4()),
+        op=op,
+        imei=imei,
+        raw_query=urlencode(pairs),
+        raw_body=body,
+        foreign=True,
+    )
+    sim.delivery.queued(command)
+
+
 async def _check_request(op: Op, request: web.Request, now: float) -> bytes | Rejection:
     """The request against the contract: its body (b"" for none), or why it is refused."""
     rejection = rules.check_query(op, list(request.query.items()), now)
@@ -313,14 +363,14 @@ async def _history(sim: Simulator, request: web.Request, entry: RequestRecord) -
         return fault
     commands = sim.record.of_device(query.imei)
     sim.look_at(commands, entry.received_at)
-    return Outcome.succ(history.history_page(commands, query))
+    return Outcome.succ(history.history_page(commands, query, sim.config))
 
 
 async def _detail(sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:
     found = _by_uuid(sim, request, entry)
     if isinstance(found, Outcome):
         return found
-    return Outcome.succ(history.detail(found))
+    return Outcome.succ(history.detail(found, sim.config))
 
 
 async def _cancel(sim: Simulator, request: web.Request, entry: RequestRecord) -> Outcome:

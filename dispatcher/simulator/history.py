@@ -4,12 +4,16 @@ Where the pages leave a shape open (the contract's list: `args`, `content`,
 `cmd_result`, `remain`, `per_page`, the errno of a refused cancel) the simulator
 chooses, and the dispatcher must not depend on the choice:
 
-- `type` is "WRITE", "READ" or "EXECUTE" (the platform's example shows "READ");
-- `content` is a JSON text: a write's body as received; for a read, the query's
-  `obj_id`/`obj_inst_id`/`res_id` that were given, as integers; an execute's body as
-  received (`{"args": ...}`), None when it was sent without one;
-- `args` is a JSON text of the write's `obj_id`/`obj_inst_id`/`mode`, or of the
+- `type` is "WRITE", "READ" or "EXECUTE" (the platform's example shows "READ"), or
+  in lower case with `type_case` "lower";
+- `content` and `args` take the form `detail_form` says (docs/simulator.md). The
+  default, "text": `content` is a JSON text: a write's body as received; for a read,
+  the query's `obj_id`/`obj_inst_id`/`res_id` that were given, as integers; an
+  execute's body as received (`{"args": ...}`), None when it was sent without one;
+  `args` is a JSON text of the write's `obj_id`/`obj_inst_id`/`mode`, or of the
   execute's `obj_id`/`obj_inst_id`/`res_id`; None for a read;
+- with `page_quirks`, `cmd_uuid` carries a trailing space and `remain` and
+  `total_count` are strings, as in the page's own example;
 - `cmd_result` is only in a detail of a read confirmed with SUCCESS: a JSON array of
   `{"obj_id", "obj_inst_id", "res_id", "val"}`, the values the device holds under the
   read's path (see device.py); writes and executes never have one;
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dispatcher.simulator.config import SimulatorConfig
 from dispatcher.simulator.errnos import Rejection, invalid
 from dispatcher.simulator.rules import DEFAULTS, check_params, parse_int
 from dispatcher.simulator.state import CONFIRMED, SUCCESS, CommandRecord
@@ -76,7 +81,9 @@ def parse_history_query(pairs: Sequence[tuple[str, str]]) -> HistoryQuery | Reje
     return HistoryQuery(query["imei"], start, bounds["end"], page, per_page, sort == "DESC")
 
 
-def history_page(commands: Sequence[CommandRecord], query: HistoryQuery) -> dict[str, Any]:
+def history_page(
+    commands: Sequence[CommandRecord], query: HistoryQuery, config: SimulatorConfig
+) -> dict[str, Any]:
     """`{total_count, items}` for the commands created inside the query's window."""
     chosen = [
         c
@@ -90,14 +97,17 @@ def history_page(commands: Sequence[CommandRecord], query: HistoryQuery) -> dict
         chosen.reverse()
     first = (query.page - 1) * query.per_page
     page = chosen[first : first + query.per_page]
-    return {"total_count": len(chosen), "items": [history_item(c) for c in page]}
+    total: int | str = str(len(chosen)) if config.page_quirks else len(chosen)
+    return {"total_count": total, "items": [history_item(c, config) for c in page]}
 
 
-def history_item(command: CommandRecord) -> dict[str, Any]:
+def history_item(command: CommandRecord, config: SimulatorConfig) -> dict[str, Any]:
     confirmed = command.send_status in CONFIRMED
+    kind = _TYPES[command.op]
+    remain = command.int_param("retry", DEFAULTS["retry"])
     return {
-        "cmd_uuid": command.uuid,
-        "type": _TYPES[command.op],
+        "cmd_uuid": command.uuid + " " if config.page_quirks else command.uuid,
+        "type": kind.lower() if config.type_case == "lower" else kind,
         "create_time": format_answer_time(command.received_at),
         "valid_time": format_answer_time(command.valid_at),
         "expired_time": format_answer_time(command.expires_at),
@@ -108,14 +118,24 @@ def history_item(command: CommandRecord) -> dict[str, Any]:
         "confirm_status": command.confirm_status if confirmed else None,
         "feedback_time": None,
         "imei": command.imei,
-        "remain": command.int_param("retry", DEFAULTS["retry"]),
+        "remain": str(remain) if config.page_quirks else remain,
     }
 
 
-def detail(command: CommandRecord) -> dict[str, Any]:
+def detail(command: CommandRecord, config: SimulatorConfig) -> dict[str, Any]:
     """A list item plus args, content, feedback_msg, and a confirmed read's cmd_result."""
-    item = history_item(command)
-    item.update(args=_args(command), content=_content(command), feedback_msg=[])
+    item = history_item(command, config)
+    args: Any = _args(command)
+    content: Any = _content(command)
+    form = config.detail_form
+    if form == "data_text":
+        content = _data_text(command, content)
+    elif form in ("object", "pairs"):
+        args = dict(command.query)  # the call's HTTP parameters, as strings
+        content = _pairs(command) if form == "pairs" else _object(content)
+    elif form == "unparseable":
+        args, content = _unparseable(args), _unparseable(content)
+    item.update(args=args, content=content, feedback_msg=[])
     if command.op == "read" and command.send_status == SUCCESS:
         item["cmd_result"] = command.cmd_result
     return item
@@ -143,3 +163,33 @@ def _args(command: CommandRecord) -> str | None:
     if names is None:
         return None
     return json.dumps({n: command.int_param(n) for n in names}, separators=(",", ":"))
+
+
+def _data_text(command: CommandRecord, content: str | None) -> str | None:
+    """A write's data list as JSON text; an execute's bare args text; a read's ids as before."""
+    body = command.body
+    if command.op == "write":
+        return json.dumps(body["data"], separators=(",", ":"))
+    if command.op == "execute":
+        return None if body is None else str(body["args"])
+    return content
+
+
+def _object(content: str | None) -> Any:
+    if content is None:
+        return None
+    parsed = json.loads(content)
+    if isinstance(parsed, dict) and "data" not in parsed and "args" not in parsed:
+        return {k: str(v) for k, v in parsed.items()}  # a read's ids, as the query wrote them
+    return parsed
+
+
+def _pairs(command: CommandRecord) -> Any:
+    """res_id→val pairs for a write ({"5850": 1}); other commands as objects."""
+    if command.op != "write":
+        return _object(_content(command))
+    return {str(e["res_id"]): e["val"] for e in command.body["data"]}
+
+
+def _unparseable(text: str | None) -> str | None:
+    return None if text is None else f"not json: {text}"

@@ -99,6 +99,8 @@ class CommandRecord:
     confirmed_at: float | None = None
     confirm_status: str | None = None
     cmd_result: Any = None
+    # Queued by "another application" (the foreign_rate knob), not by the request's sender.
+    foreign: bool = False
     # valid_at, expires_at, trigger: parsed from raw_query on first use, then kept.
     _window: tuple[float, float, int] | None = field(default=None, init=False, repr=False)
 
@@ -163,6 +165,7 @@ class CommandRecord:
             "confirmed_at": self.confirmed_at,
             "confirm_status": self.confirm_status,
             "cmd_result": self.cmd_result,
+            "foreign": self.foreign,
         }
 
 
@@ -244,9 +247,10 @@ class Record:
         imei: str,
         raw_query: str,
         raw_body: bytes | None,
+        foreign: bool = False,
     ) -> CommandRecord:
         command = CommandRecord(
-            request.seq, uuid, op, imei, raw_query, raw_body, request.received_at
+            request.seq, uuid, op, imei, raw_query, raw_body, request.received_at, foreign=foreign
         )
         self.commands.append(command)
         self._by_uuid[uuid] = command
