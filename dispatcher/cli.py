@@ -707,6 +707,7 @@ def _reconcile(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(
             f"{run_id}: {report.looked_at} in-doubt rows: {report.found} queued (now ok),"
             f" {report.not_found} not queued (now pending), {report.undecided} still in doubt"
+            + (f"; {report.foreign} other applications' commands seen" if report.foreign else "")
         )
         for note in report.notes[:50]:
             out.print(f"  {note}")

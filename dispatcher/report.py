@@ -242,6 +242,8 @@ class Report:
     slowest: tuple[SlowAnswer, ...]
     # queued rows by fleet and delivery state, once `track` asked the platform (empty before)
     delivery: tuple[tuple[str, str, int], ...] = ()
+    # other applications' commands reconciliation saw on this run's devices (never ours)
+    foreign_seen: int = 0
 
     @property
     def in_doubt(self) -> int:
@@ -285,6 +287,7 @@ class Report:
             "delivery": [
                 {"fleet": f, "send_status": state, "rows": n} for f, state, n in self.delivery
             ],
+            "foreign_commands_seen": self.foreign_seen,
             "see_more": {"report": report, "export": export},
         }
 
@@ -297,6 +300,7 @@ def build_report(ledger: Ledger, run_id: str) -> Report:
         groups = ledger.error_groups(run_id, TOP_ERRORS)
         slowest = ledger.slowest_answers(run_id, TOP_SLOWEST)
         delivery = ledger.delivery_by_fleet(run_id)
+        foreign = ledger.foreign_seen(run_id)
 
     # The rollup's rows are already aggregates (a few per fleet and command); here
     # they are only sorted into the report's sections.
@@ -333,6 +337,7 @@ def build_report(ledger: Ledger, run_id: str) -> Report:
         ),
         slowest=tuple(SlowAnswer(*slow) for slow in slowest),
         delivery=tuple(delivery) if any(state != "untracked" for _, state, _ in delivery) else (),
+        foreign_seen=foreign,
     )
 
 
@@ -371,6 +376,11 @@ def render_text(report: Report, console: Console) -> None:
             "in-doubt rows may have been queued: they are not sent again unless the run is"
             " given --resend-in-doubt; `onenet-dispatch reconcile` settles them.",
             style="yellow",
+        )
+    if report.foreign_seen:
+        console.print(
+            "other applications' commands seen during reconciliation:"
+            f" {report.foreign_seen} (on this run's devices; never taken for ours)"
         )
 
     if report.errors:

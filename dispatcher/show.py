@@ -93,6 +93,8 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     if result.reconciled is not None and result.reconciled.looked_at:
         r = result.reconciled
         line += f"; in-doubt rows reconciled: {r.found} found queued, {r.not_found} not queued, {r.undecided} undecided"
+        if r.foreign:
+            line += f" ({r.foreign} other applications' commands seen)"
     console.print(line)
     if result.paused is not None:
         console.print(f"paused: {result.paused}; the same command resumes", style="yellow")
