@@ -82,7 +82,9 @@ def same_value(theirs: object, ours: object, *, opaque: bool = False) -> bool:
 
 
 def _scalar(value: object) -> object:
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool):
+        return ("bool", value)  # True == 1 in Python; not on the wire
+    if value is None:
         return value
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):

@@ -1,0 +1,222 @@
+"""Judging a platform command's detail against what was sent, in every form the page allows.
+
+Each row of the tables is one way a platform may write `args` and `content`; the verdict
+says whether it proves the command ours, rules it out, or is no evidence either way.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dispatcher.evidence import Verdict, judge, parse_field, same_value
+from dispatcher.plan import Request
+
+IMEI = "865820050000004"
+DATA: list[dict[str, object]] = [
+    {"res_id": 5850, "val": 1},
+    {"res_id": 5750, "type": 1, "val": "0A1B"},
+]
+BODY = {"data": DATA}
+WRITE = Request(
+    0,
+    "write",
+    IMEI,
+    (("imei", IMEI), ("obj_id", "3311"), ("obj_inst_id", "0"), ("mode", "1")),
+    (),
+    json.dumps(BODY, separators=(",", ":")).encode(),
+)
+READ = Request(
+    0,
+    "read",
+    IMEI,
+    (("imei", IMEI), ("obj_id", "3311"), ("obj_inst_id", "0"), ("res_id", "5850")),
+    (),
+    None,
+)
+EXECUTE = Request(
+    0,
+    "execute",
+    IMEI,
+    (("imei", IMEI), ("obj_id", "3"), ("obj_inst_id", "0"), ("res_id", "4")),
+    (),
+    b'{"args":"reboot=10.0.0.1"}',
+)
+BARE_EXECUTE = Request(
+    0,
+    "execute",
+    IMEI,
+    (("imei", IMEI), ("obj_id", "3"), ("obj_inst_id", "0"), ("res_id", "4")),
+    (),
+    None,
+)
+PARAMS = {"imei": IMEI, "obj_id": "3311", "obj_inst_id": "0", "mode": "1"}
+
+AGREES, DIFFERS, NONE = Verdict.AGREES, Verdict.DIFFERS, Verdict.NO_EVIDENCE
+
+WRITE_FORMS = [
+    # (id, args, content, verdict)
+    ("body as JSON text", None, json.dumps(BODY), AGREES),
+    ("body as an object (the page's example)", PARAMS, BODY, AGREES),
+    ("data list as JSON text", None, json.dumps(BODY["data"]), AGREES),
+    ("data list as an array", None, BODY["data"], AGREES),
+    ("data list reordered", None, list(reversed(BODY["data"])), AGREES),
+    (
+        "numbers as numeric strings",
+        None,
+        {"data": [{"res_id": "5850", "val": "1"}, {"res_id": "5750", "type": "1", "val": "0a1b"}]},
+        AGREES,
+    ),
+    ("res_id->val pairs object", None, {"5850": 1, "5750": "0A1B"}, AGREES),
+    ("res_id->val pairs as a list", None, [{"5850": 1}, {"5750": "0A1B"}], AGREES),
+    ("pairs as JSON text", None, '{"5850": "1", "5750": "0A1B"}', AGREES),
+    ("body JSON text inside a JSON string", None, json.dumps(json.dumps(BODY)), AGREES),
+    (
+        "another value",
+        None,
+        {"data": [{"res_id": 5850, "val": 2}, {"res_id": 5750, "type": 1, "val": "0A1B"}]},
+        DIFFERS,
+    ),
+    ("another value in pairs", None, {"5850": 2, "5750": "0A1B"}, DIFFERS),
+    ("one resource fewer", None, BODY["data"][:1], DIFFERS),
+    ("another type", None, [DATA[0], {**DATA[1], "type": 2}], DIFFERS),
+    ("args name another object", {**PARAMS, "obj_id": 3312}, json.dumps(BODY), DIFFERS),
+    (
+        "args name another mode, as text",
+        json.dumps({"obj_id": 3311, "obj_inst_id": 0, "mode": 2}),
+        None,
+        DIFFERS,
+    ),
+    ("args name another device", {**PARAMS, "imei": "865820050000012"}, None, DIFFERS),
+    ("args agree but content is missing: the values are unproven", PARAMS, None, NONE),
+    ("content does not parse", PARAMS, "data=5850:1", NONE),
+    ("content of an unknown shape", None, {"values": [1, "0A1B"]}, NONE),
+    ("empty content", None, [], NONE),
+    ("nothing at all", None, None, NONE),
+]
+
+READ_FORMS = [
+    ("ids as JSON text", None, '{"obj_id":3311,"obj_inst_id":0,"res_id":5850}', AGREES),
+    (
+        "ids as an object of strings",
+        None,
+        {"obj_id": "3311", "obj_inst_id": "0", "res_id": "5850"},
+        AGREES,
+    ),
+    (
+        "HTTP parameters in args",
+        {
+            "imei": IMEI,
+            "obj_id": 3311,
+            "obj_inst_id": 0,
+            "res_id": 5850,
+            "expired_time": "2026-11-23T10:00:00",
+        },
+        None,
+        AGREES,
+    ),
+    (
+        "ids split over args and content",
+        {"obj_id": 3311},
+        {"obj_inst_id": 0, "res_id": "5850"},
+        AGREES,
+    ),
+    ("another resource", None, {"obj_id": 3311, "obj_inst_id": 0, "res_id": 5851}, DIFFERS),
+    ("not every id given", None, {"obj_id": 3311}, NONE),
+    ("does not parse", "obj_id=3311&res_id=5850", "obj_id=3311", NONE),
+]
+
+EXECUTE_FORMS = [
+    ("body as JSON text", None, '{"args": "reboot=10.0.0.1"}', AGREES),
+    (
+        "body as an object",
+        {"obj_id": "3", "obj_inst_id": "0", "res_id": "4"},
+        {"args": "reboot=10.0.0.1"},
+        AGREES,
+    ),
+    ("bare args text", None, "reboot=10.0.0.1", AGREES),
+    ("other args in a body", None, {"args": "factory-reset"}, DIFFERS),
+    (
+        "another resource",
+        {"obj_id": 3, "obj_inst_id": 0, "res_id": 5},
+        '{"args": "reboot=10.0.0.1"}',
+        DIFFERS,
+    ),
+    # a bare text that differs may be a form we do not know: no evidence, never "differs"
+    ("another bare text", None, "factory-reset", NONE),
+    ("ids agree, the args are unproven", {"obj_id": 3, "obj_inst_id": 0, "res_id": 4}, None, NONE),
+]
+
+
+def detail(args: object, content: object) -> dict[str, object]:
+    return {"cmd_uuid": "u", "imei": IMEI, "args": args, "content": content}
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "verdict"), [f[1:] for f in WRITE_FORMS], ids=[f[0] for f in WRITE_FORMS]
+)
+def test_write_detail_forms(args: object, content: object, verdict: Verdict) -> None:
+    assert judge(detail(args, content), WRITE).verdict is verdict
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "verdict"), [f[1:] for f in READ_FORMS], ids=[f[0] for f in READ_FORMS]
+)
+def test_read_detail_forms(args: object, content: object, verdict: Verdict) -> None:
+    assert judge(detail(args, content), READ).verdict is verdict
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "verdict"),
+    [f[1:] for f in EXECUTE_FORMS],
+    ids=[f[0] for f in EXECUTE_FORMS],
+)
+def test_execute_detail_forms(args: object, content: object, verdict: Verdict) -> None:
+    assert judge(detail(args, content), EXECUTE).verdict is verdict
+
+
+def test_an_execute_sent_without_args() -> None:
+    """Its ids are the whole command; a body with args is someone else's."""
+    ids = {"obj_id": "3", "obj_inst_id": "0", "res_id": "4"}
+    assert judge(detail(ids, None), BARE_EXECUTE).verdict is AGREES
+    assert judge(detail(ids, {"args": "x"}), BARE_EXECUTE).verdict is DIFFERS
+
+
+def test_the_detail_names_the_reason() -> None:
+    assert "does not parse" in judge(detail("?", "data=1"), WRITE).why
+    assert (
+        "content as res_id→val pairs" in judge(detail(None, {"5850": 9, "5750": "0A1B"}), WRITE).why
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        ("1", 1, True),
+        (1, 1.0, True),
+        (" 2.50", 2.5, True),
+        ("1e3", 1000, True),
+        (True, 1, False),
+        ("true", True, False),
+        ("on", "on", True),
+        ("on", "On", False),
+        (None, None, True),
+        ("", 0, False),
+    ],
+)
+def test_numbers_and_numeric_strings_compare_equal(a: object, b: object, equal: bool) -> None:
+    assert same_value(a, b) is equal
+
+
+def test_opaque_hex_compares_without_case_only_when_opaque() -> None:
+    assert same_value("0a1b", "0A1B", opaque=True)
+    assert not same_value("0a1b", "0A1B")
+
+
+def test_parse_field_reads_text_but_keeps_what_is_not_json() -> None:
+    assert parse_field('{"a": 1}') == {"a": 1}
+    assert parse_field('"[1, 2]"') == [1, 2]
+    assert parse_field('"reboot"') == "reboot"
+    assert parse_field({"a": 1}) == {"a": 1}
+    assert not isinstance(parse_field("reboot"), str | dict | list)
