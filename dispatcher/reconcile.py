@@ -321,7 +321,7 @@ class _Device:
             if total is not None and seen >= total:
                 break
         else:
-            raise _Undecided(f"history longer than {MAX_PAGES} pages; not read to its end")
+            raise _Undecided(f"history runs past {MAX_PAGES} page(s); not read to its end")
         return [*listed.values(), *anonymous]
 
 

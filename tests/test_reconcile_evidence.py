@@ -10,15 +10,22 @@ answer is found wherever the evidence can decide (in doubt, never wrong, where i
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
 
 import pytest
 
+from dispatcher import reconcile
 from dispatcher.cli import main
+from dispatcher.ledger import Ledger
 from dispatcher.simulator import Simulator
+from dispatcher.timewindow import PLATFORM_TZ
 from tests.helpers import API_KEY, imei, simulator, write_job
 
 DEVICES = 3
@@ -173,3 +180,76 @@ def test_report_counts_the_other_applications_commands(
         assert "3 other applications' commands seen" in capsys.readouterr().out
     assert 0 == main(["report", str(ledger)])
     assert "other applications' commands seen during reconciliation: 3" in capsys.readouterr().out
+
+
+def test_a_refused_history_or_detail_leaves_the_row_in_doubt_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The platform's rate limit refuses the second query on: the first device's detail, the others' history."""
+    job = write_job(tmp_path, DEVICES, commands=JOBS["write"])
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert 1 == run(job, sim, ledger)
+        sim.config.drop_after_queue_rate = 0.0
+        # A fresh bucket holds one request and refills in 1000 s: one history page passes.
+        sim.config.rate_limit = 0.001
+        assert 1 == run(job, sim, ledger)
+        got = rows(ledger)
+        assert {"in_doubt"} == {r[0] for r in got.values()}
+        assert "detail not available (api freq out of limit)" in (got[imei(0), 0][2] or "")
+        for i in (1, 2):
+            assert "history not available (api freq out of limit)" in (got[imei(i), 0][2] or "")
+        sim.config.rate_limit = None
+        capsys.readouterr()
+        assert 0 == main(["reconcile", str(ledger), "--base-url", sim.base_url])
+        assert "3 queued (now ok)" in capsys.readouterr().out
+        mine = check_never_wrong_alone(sim)
+    assert {(imei(i), 0): ("ok", mine[imei(i)]) for i in range(DEVICES)} == {
+        k: v[:2] for k, v in rows(ledger).items()
+    }
+
+
+def check_never_wrong_alone(sim: Simulator) -> dict[str, str]:
+    per_device = Counter(c.imei for c in sim.commands)
+    assert set(per_device.values()) == {1}
+    return {c.imei: c.uuid for c in sim.commands}
+
+
+def queue_writes(sim: Simulator, device: str, n: int) -> None:
+    """Another application's writes on ``device``, each cancelled to stay under the cap."""
+    expired = (datetime.now(PLATFORM_TZ) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    headers = {"api-key": API_KEY, "Content-Type": "application/json"}
+    for k in range(n):
+        query = urlencode(
+            {"imei": device, "obj_id": 1, "obj_inst_id": 0, "mode": 1, "expired_time": expired}
+        )
+        body = json.dumps({"data": [{"res_id": 1, "val": k}]}).encode()
+        post = Request(f"{sim.base_url}/nbiot/offline?{query}", body, headers, method="POST")
+        with urlopen(post) as answer:
+            uuid = json.load(answer)["data"]["uuid"]
+        cancel = f"{sim.base_url}/nbiot/offline/cancel/{uuid}?imei={device}"
+        with urlopen(Request(cancel, headers=headers, method="PUT")) as answer:
+            assert json.load(answer)["errno"] == 0
+
+
+def test_a_history_not_read_to_its_end_leaves_the_row_in_doubt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More commands than the page cap reads: in doubt, not "not queued"; read whole, ours is found."""
+    job = write_job(tmp_path, 1, commands=JOBS["write"])
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert 1 == run(job, sim, ledger)
+        sim.config.drop_after_queue_rate = 0.0
+        queue_writes(sim, imei(0), 10)  # 11 commands: two pages of the default 10
+        monkeypatch.setattr(reconcile, "MAX_PAGES", 1)
+        assert 1 == run(job, sim, ledger)
+        status, _, error = rows(ledger)[imei(0), 0]
+        assert ("in_doubt", True) == (status, "not read to its end" in (error or ""))
+        monkeypatch.setattr(reconcile, "MAX_PAGES", 2)
+        assert 0 == run(job, sim, ledger)
+        (mine,) = [c.uuid for c in sim.commands if c.body["data"][0]["res_id"] == 5700]
+        assert ("ok", mine) == rows(ledger)[imei(0), 0][:2]
+        assert 1 == Counter(c.uuid for c in sim.commands)[mine]
+    with Ledger(ledger) as opened:
+        assert 10 == opened.foreign_seen("test-job")
