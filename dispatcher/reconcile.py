@@ -195,19 +195,19 @@ class _Device:
                 and (item.uuid is None or item.uuid not in self.known)
             ]
             agree: list[str] = []
-            unsure: list[str] = []
+            unsure: list[tuple[str, str]] = []  # (uuid, why it cannot be ruled out)
             for item in candidates:
                 if item.uuid is None:
-                    unsure.append("a listed command without a uuid")
+                    unsure.append(("-", "listed without a uuid"))
                     continue
                 matched_kind[item.uuid] = matched_kind.get(item.uuid, 0) + 1
                 verdict = await self._judge(imei, item.uuid, wanted[row.command], details)
                 if isinstance(verdict, str):
-                    unsure.append(f"{item.uuid}: {verdict}")
+                    unsure.append((item.uuid, verdict))
                 elif verdict.verdict is Verdict.AGREES:
                     agree.append(item.uuid)
                 elif verdict.verdict is Verdict.NO_EVIDENCE:
-                    unsure.append(f"{item.uuid}: {verdict.why}")
+                    unsure.append((item.uuid, verdict.why))
                 else:
                     ruled_out[item.uuid] = ruled_out.get(item.uuid, 0) + 1
             self._decide(row, agree, unsure, age[row.command], min_age)
@@ -228,7 +228,12 @@ class _Device:
             )
 
     def _decide(
-        self, row: InDoubt, agree: list[str], unsure: list[str], age: float, min_age: float
+        self,
+        row: InDoubt,
+        agree: list[str],
+        unsure: list[tuple[str, str]],
+        age: float,
+        min_age: float,
     ) -> None:
         if len(agree) == 1 and not unsure:
             uuid = agree[0]
@@ -240,15 +245,19 @@ class _Device:
         elif len(agree) > 1:
             self._keep(
                 row,
-                f"{len(agree)} commands on the platform agree with what was sent"
-                f" ({', '.join(agree)}); cannot tell which is ours",
+                f"{len(agree)} commands on the platform agree with what was sent;"
+                " cannot tell which is ours",
+                ", ".join(agree),
             )
         elif unsure:
             head = "one command agrees, but" if agree else "no command agrees, and"
+            # The ledger's error holds no uuids, so `report` groups rows by reason.
+            reasons = "; ".join(dict.fromkeys(why for _, why in unsure))
             self._keep(
                 row,
-                f"{head} {len(unsure)} of the right kind since the send cannot be ruled out:"
-                f" {'; '.join(unsure[:3])}",
+                f"{head} {len(unsure)} of the right kind since the send cannot be ruled out"
+                f" ({reasons})",
+                ", ".join(uuid for uuid, _ in unsure[:5]),
             )
         elif age < min_age:
             # It may still be on its way: "not found" is only an answer for an old enough request.
@@ -259,9 +268,10 @@ class _Device:
             )
             self.report.not_found += 1
 
-    def _keep(self, row: InDoubt, why: str) -> None:
+    def _keep(self, row: InDoubt, why: str, uuids: str = "") -> None:
         self.report.undecided += 1
-        self.report.notes.append(f"{row.imei} command {row.command}: {why}")
+        which = f" [{uuids}]" if uuids else ""
+        self.report.notes.append(f"{row.imei} command {row.command}: {why}{which}")
         self.ledger.settle(self.run_id, row, Status.IN_DOUBT, None, f"in doubt: {why}")
 
     async def _judge(
