@@ -4,6 +4,9 @@ A row per (run id, IMEI, command index) says where that work item stands; a
 ``runs`` row per run holds the job's hash, the window it resolved at its first
 start, and its start and end. Rows are written ahead: a row is durably ``sending``
 before its request leaves, so a run that dies leaves no request unaccounted for.
+A ``foreign_commands`` table, created the first time reconciliation sees one, keeps
+the other applications' commands found on a run's devices (never ours; counted by
+``report``).
 """
 
 from __future__ import annotations
