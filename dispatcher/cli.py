@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         "1 otherwise; 2 invalid input",
     )
     p.add_argument("ledger", type=Path, metavar="LEDGER")
-    p.add_argument("--run-id", required=True, metavar="ID")
+    p.add_argument(
+        "--run-id", metavar="ID", help="the run (default: the ledger's run, when it holds only one)"
+    )
     p.add_argument(
         "--watch",
         action="store_true",
@@ -731,6 +733,20 @@ def _schema() -> int:
     return EXIT_OK
 
 
+def _only_run(path: Path) -> str:
+    """The run id when the ledger holds exactly one run; InputError naming them otherwise."""
+    from dispatcher.ledger import open_existing
+
+    with open_existing(path) as ledger:
+        runs = ledger.runs()
+    if len(runs) == 1:
+        return runs[0].run_id
+    if not runs:
+        raise InputError(f"{path}: no runs yet")
+    names = ", ".join(r.run_id for r in runs)
+    raise InputError(f"{path} holds {len(runs)} runs ({names}): name one with --run-id")
+
+
 def _track(args: argparse.Namespace, out: Console, err: Console) -> int:
     from dispatcher.lifecycle import TrackOptions, track_run
     from dispatcher.logs import configure_logging
@@ -744,6 +760,8 @@ def _track(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise InputError("--rate must be more than 0 and at most 1000")
     if args.concurrency is not None and not 1 <= args.concurrency <= 256:
         raise InputError("--concurrency must be 1..256")
+    if args.run_id is None:
+        args.run_id = _only_run(args.ledger)
     configure_logging(err)
     outcome = track_run(
         TrackOptions(

@@ -7,6 +7,7 @@ contract's names and order, and the compact JSON body of a write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -55,6 +56,19 @@ class Request:
     @property
     def path(self) -> str:
         return PATHS[self.op]
+
+    @property
+    def digest(self) -> str:
+        """A hash of what this request sends, times aside (a run's window never changes).
+
+        Stored with the request's ledger row: a resume whose fleet files render another
+        request for a device already sent is found before anything leaves.
+        """
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([self.op, self.head, self.tail], separators=(",", ":")).encode())
+        h.update(b"\0")
+        h.update(self.body or b"")
+        return h.hexdigest()
 
     def query(self, window: Window, now: datetime) -> list[tuple[str, str]]:
         """The query string's pairs as sent at ``now``.
