@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="treat a wrong IMEI check digit as an error"
     )
     target = p.add_argument_group(
-        "targeting (recorded in the same ledger: a later full run skips these devices)"
+        "targeting (a subset of the job: the run stays partial until every device is sent)"
     )
     target.add_argument(
         "--limit", type=int, metavar="N", help="start at most N devices in this invocation"
@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--override-abort",
         action="store_true",
         help="continue a run its abort rule stopped (logged)",
+    )
+    control.add_argument(
+        "--accept-changed-fleet",
+        action="store_true",
+        help="resume although fleet files changed: new devices are sent, devices already sent"
+        " are left as they were sent",
     )
 
     p = sub.add_parser(
@@ -496,6 +502,7 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             limit=args.limit,
             fleets=tuple(args.fleet),
             imei_file=args.imei_file,
+            accept_changed_fleet=args.accept_changed_fleet,
             override_abort=args.override_abort,
             no_wait=args.no_wait,
             interactive=sys.stdin.isatty() and out.is_terminal,
@@ -622,7 +629,13 @@ def _status(args: argparse.Namespace, out: Console) -> int:
         if not runs:
             out.print("no runs in this ledger")
         for record in runs:
-            print_status(out, record, ledger.counts(record.run_id), as_json=args.format == "json")
+            print_status(
+                out,
+                record,
+                ledger.counts(record.run_id),
+                as_json=args.format == "json",
+                remaining=max(0, record.devices - ledger.settled_devices(record.run_id)),
+            )
     return EXIT_OK
 
 

@@ -528,7 +528,10 @@ class Ledger:
             f" WHERE run_id = ? AND imei IN ({marks})",
             (run_id, *imeis),
         )
-        return [(imei, command, digest, status, bool(sent)) for imei, command, digest, status, sent in rows]
+        return [
+            (imei, command, digest, status, bool(sent))
+            for imei, command, digest, status, sent in rows
+        ]
 
     def store_hashes(self, run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
         """Record the request hash of rows that have none yet (or were never sent)."""
@@ -543,6 +546,18 @@ class Ledger:
         self._write(
             "UPDATE items SET request_hash = ? WHERE run_id = ? AND imei = ? AND command = ?"
             " AND request_hash IS NULL",
+            [(digest, run_id, imei, command) for imei, command, digest in rows],
+        )
+
+    def accept_hashes(self, run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
+        """Settled rows take the hash of today's rendering: an accepted change is not refused again.
+
+        Only settled rows: an in-doubt row keeps the hash of what was sent, which is what
+        reconcile compares the platform's history with.
+        """
+        self._write(
+            "UPDATE items SET request_hash = ? WHERE run_id = ? AND imei = ? AND command = ?"
+            " AND status IN ('ok', 'failed', 'skipped')",
             [(digest, run_id, imei, command) for imei, command, digest in rows],
         )
 
