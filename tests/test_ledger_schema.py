@@ -9,6 +9,7 @@ import pytest
 
 from dispatcher import ledger as ledger_module
 from dispatcher.cli import main
+from dispatcher.errors import LedgerError
 from dispatcher.ledger import APPLICATION_ID, SCHEMA_VERSION, Answer, Ledger, Status
 from tests.helpers import API_KEY, simulator, write_job
 from tests.test_ledger import record
@@ -81,7 +82,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     db.commit()
     db.close()
-    with pytest.raises(ledger_module.LedgerError, match="schema"):
+    with pytest.raises(LedgerError, match="schema"):
         Ledger(path)
 
 
