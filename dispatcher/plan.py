@@ -64,9 +64,12 @@ class Request:
         Stored with the request's ledger row: a resume whose fleet files render another
         request for a device already sent is found before anything leaves.
         """
-        h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps([self.op, self.head, self.tail], separators=(",", ":")).encode())
-        h.update(b"\0")
+        # Length-prefixed, so no value's text can pass for another split of the pairs.
+        text = "".join(
+            f"{len(k)}:{k}{len(v)}:{v}"
+            for k, v in (("op", self.op), *self.head, ("|", ""), *self.tail)
+        )
+        h = hashlib.blake2b(text.encode(), digest_size=16)
         h.update(self.body or b"")
         return h.hexdigest()
 

@@ -34,7 +34,6 @@ from dispatcher.imei import imei_problem
 from dispatcher.jobfile import load_job
 from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
 from dispatcher.limiter import RateLimiter
-from dispatcher.plan import Plan, Request
 from dispatcher.problems import Problem, Problems
 from dispatcher.progress import Meter, show_progress
 from dispatcher.reconcile import ReconcileReport, reconcile_run
@@ -496,16 +495,6 @@ def _next_command(options: RunOptions, run_id: str) -> str:
     if options.base_url is not None:
         parts += ["--base-url", shlex.quote(options.base_url)]
     return " ".join(parts)
-
-
-def requests_for(plan: Plan, imeis: set[str]) -> dict[tuple[str, int], Request]:
-    """The rendered requests of a few devices, found by streaming the plan once."""
-    found: dict[tuple[str, int], Request] = {}
-    for work in plan.devices(Problems()):
-        if work.device.imei in imeis:
-            for request in work.requests:
-                found[(request.imei, request.index)] = request
-    return found
 
 
 def read_imei_file(path: Path) -> frozenset[str]:

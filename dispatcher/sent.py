@@ -73,10 +73,11 @@ def find_changes(ledger: Ledger, run_id: str, plan: Plan) -> FleetChanges:
                 continue  # a device this run has not registered yet: nothing to compare
             differs = False
             for request in work.requests:
-                digest, _ = rows.get(request.index, (request.digest, False))
-                if digest is None:
-                    changes.legacy.append((request.imei, request.index, request.digest))
-                elif digest != request.digest:
+                ours = request.digest
+                stored_digest, _ = rows.get(request.index, (ours, False))
+                if stored_digest is None:
+                    changes.legacy.append((request.imei, request.index, ours))
+                elif stored_digest != ours:
                     differs = True
             if differs or len(rows) != len(work.requests):
                 changes.changed.append(Changed(work, any(sent for _, sent in rows.values())))
