@@ -561,12 +561,13 @@ class Ledger:
             [(digest, run_id, imei, command) for imei, command, digest in rows],
         )
 
-    def keep_as_sent(self, run_id: str, imeis: Sequence[str], reason: str) -> int:
-        """Devices whose fleet row changed after they were sent: their unsent rows are not sent."""
+    def keep_as_sent(self, run_id: str, rows: Sequence[tuple[str, int]], reason: str) -> int:
+        """Devices whose fleet row changed after they were sent: from ``(imei, command)``
+        on, their unsent rows are not sent (skipped, with ``reason``)."""
         return self._write(
             "UPDATE items SET status = 'skipped', error = ? WHERE run_id = ? AND imei = ?"
-            " AND status = 'pending'",
-            [(reason, run_id, imei) for imei in imeis],
+            " AND command >= ? AND status = 'pending'",
+            [(reason, run_id, imei, command) for imei, command in rows],
         )
 
     def counts(self, run_id: str) -> dict[str, int]:

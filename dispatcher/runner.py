@@ -39,7 +39,13 @@ from dispatcher.progress import Meter, show_progress
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.rollout import AbortRule
 from dispatcher.schedule import DispatchWindow
-from dispatcher.sent import find_changes, refuse_or_accept, sent_requests
+from dispatcher.sent import (
+    FleetChanges,
+    accept_settled,
+    find_changes,
+    refuse_or_accept,
+    sent_requests,
+)
 from dispatcher.timewindow import Window
 from dispatcher.writer import LedgerWriter
 
@@ -210,15 +216,13 @@ def run_job(options: RunOptions) -> RunResult:
                     " --override-abort to continue it, or start a new run id"
                 )
             log.warning("abort_overridden", run_id=run_id, reason=previous.reason)
-        kept_as_sent: frozenset[str] = frozenset()
+        changes = FleetChanges()
         if previous is not None:
             # Before anything is sent: does each device still render what the run stored?
-            kept_as_sent = refuse_or_accept(
-                ledger,
-                run_id,
-                find_changes(ledger, run_id, checked.plan),
-                accept=options.accept_changed_fleet,
-            )
+            changes = find_changes(ledger, run_id, checked.plan)
+        kept_as_sent = refuse_or_accept(
+            ledger, run_id, changes, accept=options.accept_changed_fleet
+        )
         recovered = ledger.recover_sending(run_id)
         started = unix_now()
         ledger.start_run(
@@ -272,6 +276,9 @@ def run_job(options: RunOptions) -> RunResult:
         finally:
             state = "finished"
             reason = None
+            if kept_as_sent:
+                # in-doubt rows of accepted devices that reconcile settled: accepted too
+                accept_settled(ledger, run_id, changes)
             result.counts = ledger.counts(run_id)
             # The run's state derives from the whole job, never from this invocation's subset.
             result.remaining = max(0, checked.stats.devices - ledger.settled_devices(run_id))

@@ -36,6 +36,7 @@ class Changed:
 
     work: DeviceWork
     sent: bool  # at least one of its requests left (or may have left)
+    first_unsent: int | None  # the first command not sent yet whose rendering differs
 
 
 @dataclass
@@ -72,15 +73,19 @@ def find_changes(ledger: Ledger, run_id: str, plan: Plan) -> FleetChanges:
             if rows is None:
                 continue  # a device this run has not registered yet: nothing to compare
             differs = False
+            first_unsent: int | None = None
             for request in work.requests:
                 ours = request.digest
-                stored_digest, _ = rows.get(request.index, (ours, False))
+                stored_digest, ever_sent = rows.get(request.index, (ours, False))
                 if stored_digest is None:
                     changes.legacy.append((request.imei, request.index, ours))
                 elif stored_digest != ours:
                     differs = True
-            if differs or len(rows) != len(work.requests):
-                changes.changed.append(Changed(work, any(sent for _, sent in rows.values())))
+                    if not ever_sent and first_unsent is None:
+                        first_unsent = request.index
+            if differs:
+                sent = any(ever for _, ever in rows.values())
+                changes.changed.append(Changed(work, sent, first_unsent))
     return changes
 
 
@@ -90,7 +95,8 @@ def refuse_or_accept(
     """Refuse a resume over changed fleet files (InputError, exit 2), or record the acceptance.
 
     Accepted: a changed device never sent is sent as its fleet row now says; a changed
-    device already sent keeps what was sent, and its unsent rows are skipped. Returns
+    device already sent keeps what was sent: its unsent commands are sent while they
+    render as before, and skipped from the first one that renders otherwise. Returns
     the IMEIs whose stored requests can no longer be re-rendered (reconcile must not
     compare with today's rendering of them).
     """
@@ -128,11 +134,16 @@ def refuse_or_accept(
         ledger.store_hashes(run_id, unsent)
     kept = [change.work.device.imei for change in changes.sent]
     if kept:
-        ledger.keep_as_sent(run_id, kept, KEPT_AS_SENT)
-        ledger.accept_hashes(
+        ledger.keep_as_sent(
             run_id,
-            [(r.imei, r.index, r.digest) for change in changes.sent for r in change.work.requests],
+            [
+                (c.work.device.imei, c.first_unsent)
+                for c in changes.sent
+                if c.first_unsent is not None
+            ],
+            KEPT_AS_SENT,
         )
+        accept_settled(ledger, run_id, changes)
     log.warning(
         "fleet_changed_accepted",
         run_id=run_id,
@@ -140,6 +151,14 @@ def refuse_or_accept(
         devices_sent_as_changed=len(changes.unsent),
     )
     return frozenset(kept)
+
+
+def accept_settled(ledger: Ledger, run_id: str, changes: FleetChanges) -> None:
+    """Settled rows of accepted devices take today's hash, so the change is not refused again."""
+    ledger.accept_hashes(
+        run_id,
+        [(r.imei, r.index, r.digest) for change in changes.sent for r in change.work.requests],
+    )
 
 
 def sent_requests(

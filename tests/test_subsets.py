@@ -173,3 +173,32 @@ def test_an_unchanged_fleet_resumes_without_question(
         assert run(job, sim, ledger) == 0
         assert len(sim.commands) == 2 * 51
         assert len({(c.imei, c.op) for c in sim.commands}) == 2 * 51
+
+
+def test_reconcile_after_an_accepted_change_compares_with_what_was_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lost answers, then a fleet value changed: the accepted resume finds the commands that
+    were queued (as they were sent) instead of sending the new value a second time."""
+    job = _job(tmp_path)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(drop_after_queue_rate=1.0) as sim:
+        assert 1 == run(job, sim, ledger, "--fleet", "south", "--limit", "3")
+        assert {"in_doubt": 3} == {
+            k: v
+            for k, v in _json(capsys, "status", str(ledger), "--format", "json")["counts"].items()  # type: ignore[attr-defined]
+            if k != "pending"
+        }
+        sim.config.drop_after_queue_rate = 0.0
+        _fleet(tmp_path / "south.csv", SOUTH, {SOUTH[0]: "10.7.7.7"})
+        assert 2 == run(job, sim, ledger, "--fleet", "south")
+        assert 0 == run(job, sim, ledger, "--accept-changed-fleet")
+        writes = Counter(c.imei for c in sim.commands if c.op == "write")
+        body = next(c.body for c in sim.commands if c.imei == SOUTH[0] and c.op == "write")
+        assert set(writes) == {*NORTH, *SOUTH} and {1} == set(writes.values())
+        # once accepted and settled, the change is not refused again (a new device: a full check)
+        _fleet(tmp_path / "south.csv", [*SOUTH, imei(7, "86582007")], {SOUTH[0]: "10.7.7.7"})
+        assert 0 == run(job, sim, ledger)
+        assert len(sim.commands) == 2 * 51
+    assert body == {"data": [{"res_id": 5750, "val": "10.0.0.1"}]}
+    assert _state(capsys, ledger) == ("finished", 0)
