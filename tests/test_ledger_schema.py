@@ -117,3 +117,29 @@ def test_a_run_stores_the_hash_of_each_request_it_sent(
     assert len(hashes) == 6
     assert len({h for _, _, h in hashes}) == 6  # other devices' values, other commands
     assert all(h is not None and len(h) == 32 for _, _, h in hashes)
+
+
+def test_a_run_begun_under_schema_1_resumes_after_the_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run half sent by the first release: the upgraded ledger resumes it, each device once."""
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+    job = write_job(tmp_path, 12)
+    path = tmp_path / "ledger.sqlite"
+    with simulator() as sim:
+        run = ["run", str(job), "--base-url", sim.base_url, "--ledger", str(path)]
+        assert 0 == main([*run, "--limit", "5"])
+        # what the first release would have left: no new columns, schema 1
+        db = sqlite3.connect(path)
+        db.execute("ALTER TABLE items DROP COLUMN first_sent_at")
+        db.execute("ALTER TABLE items DROP COLUMN request_hash")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+        db.close()
+        assert 0 == main(run)
+        sent = [(c.imei, c.op) for c in sim.commands]
+    assert 24 == len(sent) == len(set(sent))
+    with Ledger(path) as ledger:
+        rows = list(ledger.items("test-job"))
+    assert all(r["request_hash"] is not None for r in rows)  # filled in on the resume
+    assert {"ok"} == {r["status"] for r in rows}
