@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="treat a wrong IMEI check digit as an error"
     )
     target = p.add_argument_group(
-        "targeting (recorded in the same ledger: a later full run skips these devices)"
+        "targeting (a subset of the job: the run stays partial until every device is sent)"
     )
     target.add_argument(
         "--limit", type=int, metavar="N", help="start at most N devices in this invocation"
@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--override-abort",
         action="store_true",
         help="continue a run its abort rule stopped (logged)",
+    )
+    control.add_argument(
+        "--accept-changed-fleet",
+        action="store_true",
+        help="resume although fleet files changed: new devices are sent, devices already sent"
+        " are left as they were sent",
     )
 
     p = sub.add_parser(
@@ -267,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         "1 otherwise; 2 invalid input",
     )
     p.add_argument("ledger", type=Path, metavar="LEDGER")
-    p.add_argument("--run-id", required=True, metavar="ID")
+    p.add_argument(
+        "--run-id", metavar="ID", help="the run (default: the ledger's run, when it holds only one)"
+    )
     p.add_argument(
         "--watch",
         action="store_true",
@@ -494,6 +502,7 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             limit=args.limit,
             fleets=tuple(args.fleet),
             imei_file=args.imei_file,
+            accept_changed_fleet=args.accept_changed_fleet,
             override_abort=args.override_abort,
             no_wait=args.no_wait,
             interactive=sys.stdin.isatty() and out.is_terminal,
@@ -620,7 +629,13 @@ def _status(args: argparse.Namespace, out: Console) -> int:
         if not runs:
             out.print("no runs in this ledger")
         for record in runs:
-            print_status(out, record, ledger.counts(record.run_id), as_json=args.format == "json")
+            print_status(
+                out,
+                record,
+                ledger.counts(record.run_id),
+                as_json=args.format == "json",
+                remaining=max(0, record.devices - ledger.settled_devices(record.run_id)),
+            )
     return EXIT_OK
 
 
@@ -732,6 +747,20 @@ def _schema() -> int:
     return EXIT_OK
 
 
+def _only_run(path: Path) -> str:
+    """The run id when the ledger holds exactly one run; InputError naming them otherwise."""
+    from dispatcher.ledger import open_existing
+
+    with open_existing(path) as ledger:
+        runs = ledger.runs()
+    if len(runs) == 1:
+        return runs[0].run_id
+    if not runs:
+        raise InputError(f"{path}: no runs yet")
+    names = ", ".join(r.run_id for r in runs)
+    raise InputError(f"{path} holds {len(runs)} runs ({names}): name one with --run-id")
+
+
 def _track(args: argparse.Namespace, out: Console, err: Console) -> int:
     from dispatcher.lifecycle import TrackOptions, track_run
     from dispatcher.logs import configure_logging
@@ -745,6 +774,8 @@ def _track(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise InputError("--rate must be more than 0 and at most 1000")
     if args.concurrency is not None and not 1 <= args.concurrency <= 256:
         raise InputError("--concurrency must be 1..256")
+    if args.run_id is None:
+        args.run_id = _only_run(args.ledger)
     configure_logging(err)
     outcome = track_run(
         TrackOptions(

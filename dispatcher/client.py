@@ -111,7 +111,8 @@ class OneNetClient:
         self._auth = auth
         self._http = http
         self._concurrency = concurrency
-        self._secrets = secrets
+        # Every credential value sent so far: a renewed token is as secret as the first.
+        self._secrets: set[str] = {value for value in secrets if value}
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> OneNetClient:
@@ -186,6 +187,7 @@ class OneNetClient:
         if session is None:
             raise RuntimeError("client used outside its context")
         headers = dict(self._auth.headers())
+        self._secrets.update(value for value in headers.values() if value)
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempt = _Attempt()
@@ -223,8 +225,7 @@ class OneNetClient:
         """An exception as text with any secret blanked (aiohttp's reprs can carry headers)."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
+            text = text.replace(secret, "***")
         return text[:300]
 
 

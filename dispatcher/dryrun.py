@@ -54,9 +54,7 @@ def requests(
                     "command": request.index,
                     "op": request.op,
                     "method": request.method,
-                    "url": build_url(
-                        base_url, "/nbiot/offline", request.query(checked.window, now)
-                    ),
+                    "url": build_url(base_url, request.path, request.query(checked.window, now)),
                     "headers": headers,
                     "body": None if request.body is None else json.loads(request.body),
                 }

@@ -290,7 +290,10 @@ class Engine:
     async def _hand_out(self, batch: list[DeviceWork], send: MemoryObjectSendStream[_Work]) -> bool:
         try:
             statuses = await self._writer.register(
-                [(d.device.imei, d.device.fleet, [r.op for r in d.requests]) for d in batch]
+                [
+                    (d.device.imei, d.device.fleet, [(r.op, r.digest) for r in d.requests])
+                    for d in batch
+                ]
             )
         except LedgerError as exc:
             self._fail(exc)
@@ -358,6 +361,14 @@ class Engine:
         cap = self._settings.attempts
         while True:
             await self._limiter.acquire()
+            if self._stop.is_set():
+                # A stop (signal, breaker, abort) came while this request waited for its
+                # slot: it has not left. A first attempt leaves its row untouched (pending);
+                # a retry records the last attempt's answer as pending (provably not queued).
+                if attempts == 0:
+                    return Status.PENDING, None
+                status = Status.PENDING
+                break
             if attempts == 0:
                 # Written ahead: durable before the request leaves.
                 await self._writer.sending(request.imei, request.index, unix_now())

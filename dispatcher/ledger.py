@@ -24,7 +24,16 @@ from typing import Any
 from dispatcher.errors import InputError, LedgerError, RunRefused
 
 APPLICATION_ID = 0x4F4E4454  # "ONDT": marks the file as ours, so a foreign SQLite file is refused
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each older schema needs to become the current one: columns added, never removed,
+# so a ledger written by an older version keeps every row it holds.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE items ADD COLUMN first_sent_at REAL",
+        "ALTER TABLE items ADD COLUMN request_hash TEXT",
+        "UPDATE items SET first_sent_at = sent_at",
+    ),
+}
 
 
 class Status(StrEnum):
@@ -79,6 +88,8 @@ CREATE TABLE IF NOT EXISTS items (
     send_time TEXT,
     confirm_time TEXT,
     tracked_at REAL,
+    first_sent_at REAL,
+    request_hash TEXT,
     UNIQUE (run_id, imei, command)
 );
 CREATE INDEX IF NOT EXISTS items_by_status ON items (run_id, status);
@@ -230,6 +241,16 @@ class Ledger:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version in _MIGRATIONS:
+            db.execute("BEGIN IMMEDIATE")
+            # read again under the write lock: another process may have migrated meanwhile
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            while version in _MIGRATIONS:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version={version}")
+            db.execute("COMMIT")
         if version != SCHEMA_VERSION:
             raise LedgerError(
                 f"{self.path} has ledger schema {version}; this version reads {SCHEMA_VERSION}"
@@ -343,13 +364,19 @@ class Ledger:
         return results
 
     def _op_register(
-        self, run_id: str, devices: Sequence[tuple[str, str, Sequence[str]]]
+        self, run_id: str, devices: Sequence[tuple[str, str, Sequence[str | tuple[str, str]]]]
     ) -> dict[str, list[Status]]:
-        """Insert pending rows for new devices; return every device's statuses by command."""
+        """Insert pending rows for new devices; return every device's statuses by command.
+
+        ``devices`` holds ``(imei, fleet, ops)``, an op being its name or ``(name, request
+        hash)``: the hash of what a row sends is stored with it, so a resume can tell when
+        a fleet file changed.
+        """
         self._db.executemany(
-            "INSERT OR IGNORE INTO items (run_id, imei, command, fleet, op, status) VALUES (?,?,?,?,?,'pending')",
+            "INSERT OR IGNORE INTO items (run_id, imei, command, fleet, op, status, request_hash)"
+            " VALUES (?,?,?,?,?,'pending',?)",
             [
-                (run_id, imei, i, fleet, op)
+                (run_id, imei, i, fleet, *((op, None) if isinstance(op, str) else op))
                 for imei, fleet, ops in devices
                 for i, op in enumerate(ops)
             ],
@@ -370,9 +397,11 @@ class Ledger:
 
     def _op_sending(self, run_id: str, imei: str, command: int, at: float) -> None:
         self._db.execute(
-            "UPDATE items SET status = 'sending', sent_at = coalesce(sent_at, ?)"
+            # sent_at is the latest send (reconcile's "too recent to tell" counts from it);
+            # first_sent_at the first (a report's answer times count the whole wait).
+            "UPDATE items SET status = 'sending', sent_at = ?, first_sent_at = coalesce(first_sent_at, ?)"
             " WHERE run_id = ? AND imei = ? AND command = ?",
-            (at, run_id, imei, command),
+            (at, at, run_id, imei, command),
         )
 
     def _op_answer(self, run_id: str, answer: Answer) -> None:
@@ -527,6 +556,67 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------
 
+    def settled_devices(self, run_id: str) -> int:
+        """Devices of the run whose every row is settled (ok, failed or skipped)."""
+        row = self._read(
+            "SELECT count(*) FROM (SELECT imei FROM items WHERE run_id = ? GROUP BY imei"
+            " HAVING sum(status NOT IN ('ok', 'failed', 'skipped')) = 0)",
+            (run_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def stored_requests(
+        self, run_id: str, imeis: Sequence[str]
+    ) -> list[tuple[str, int, str | None, str, bool]]:
+        """``(imei, command, request hash, status, ever sent)`` of these devices' rows."""
+        marks = ",".join("?" * len(imeis))
+        rows = self._read(
+            "SELECT imei, command, request_hash, status, sent_at IS NOT NULL FROM items"
+            f" WHERE run_id = ? AND imei IN ({marks})",
+            (run_id, *imeis),
+        )
+        return [
+            (imei, command, digest, status, bool(sent))
+            for imei, command, digest, status, sent in rows
+        ]
+
+    def store_hashes(self, run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
+        """Record the request hash of rows that have none yet (or were never sent)."""
+        self._write(
+            "UPDATE items SET request_hash = ? WHERE run_id = ? AND imei = ? AND command = ?"
+            " AND sent_at IS NULL AND status = 'pending'",
+            [(digest, run_id, imei, command) for imei, command, digest in rows],
+        )
+
+    def fill_hashes(self, run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
+        """Rows from a ledger older than request hashes get the hash of today's rendering."""
+        self._write(
+            "UPDATE items SET request_hash = ? WHERE run_id = ? AND imei = ? AND command = ?"
+            " AND request_hash IS NULL",
+            [(digest, run_id, imei, command) for imei, command, digest in rows],
+        )
+
+    def accept_hashes(self, run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
+        """Settled rows take the hash of today's rendering: an accepted change is not refused again.
+
+        Only settled rows: an in-doubt row keeps the hash of what was sent, which is what
+        reconcile compares the platform's history with.
+        """
+        self._write(
+            "UPDATE items SET request_hash = ? WHERE run_id = ? AND imei = ? AND command = ?"
+            " AND status IN ('ok', 'failed', 'skipped')",
+            [(digest, run_id, imei, command) for imei, command, digest in rows],
+        )
+
+    def keep_as_sent(self, run_id: str, rows: Sequence[tuple[str, int]], reason: str) -> int:
+        """Devices whose fleet row changed after they were sent: from ``(imei, command)``
+        on, their unsent rows are not sent (skipped, with ``reason``)."""
+        return self._write(
+            "UPDATE items SET status = 'skipped', error = ? WHERE run_id = ? AND imei = ?"
+            " AND command >= ? AND status = 'pending'",
+            [(reason, run_id, imei, command) for imei, command in rows],
+        )
+
     def counts(self, run_id: str) -> dict[str, int]:
         rows = self._read(
             "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status", (run_id,)
@@ -639,7 +729,8 @@ class Ledger:
         """
         # ORDER BY ... LIMIT keeps only ``limit`` rows in SQLite's sorter, not the whole run.
         rows = self._read(
-            "SELECT imei, fleet, command, op, status, answered_at - sent_at AS seconds, attempts"
+            "SELECT imei, fleet, command, op, status,"
+            " answered_at - coalesce(first_sent_at, sent_at) AS seconds, attempts"
             " FROM items WHERE run_id = ? AND sent_at IS NOT NULL AND answered_at IS NOT NULL"
             " ORDER BY seconds DESC, rowid LIMIT ?",
             (run_id, limit),

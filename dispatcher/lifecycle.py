@@ -25,7 +25,8 @@ from dispatcher.ledger import Ledger, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
 from dispatcher.plan import Plan, Request
 from dispatcher.reconcile import ReconcileReport, reconcile_run
-from dispatcher.runner import RECONCILE_MARGIN, requests_for
+from dispatcher.runner import RECONCILE_MARGIN
+from dispatcher.sent import sent_requests
 from dispatcher.tracking import (
     FINAL,
     PassReport,
@@ -138,7 +139,8 @@ def _job_requests(
         log.warning("job_changed", run_id=record.run_id, job=record.job_path)
         return None, FALLBACK_RATE
     imeis = {row.imei for row in ledger.in_doubt(record.run_id)}
-    return requests_for(Plan(loaded), imeis), loaded.job.rate.per_second
+    # only renderings that hash to what was sent: a changed fleet row is no evidence
+    return sent_requests(ledger, record.run_id, Plan(loaded), imeis), loaded.job.rate.per_second
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def _junit_timestamp(run: RunInfo) -> str:
 
 # The states ``runner.run_job`` records. Each gets a sample (0 or 1), so an alert on
 # state="aborted" sees 0 rather than no data.
-RUN_STATES = ("running", "paused", "finished", "stopped", "aborted")
+RUN_STATES = ("running", "paused", "partial", "finished", "stopped", "aborted")
 _LAST_SUCCESS = "onenet_dispatch_last_success_timestamp_seconds"
 
 

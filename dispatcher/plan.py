@@ -7,6 +7,7 @@ contract's names and order, and the compact JSON body of a write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -55,6 +56,22 @@ class Request:
     @property
     def path(self) -> str:
         return PATHS[self.op]
+
+    @property
+    def digest(self) -> str:
+        """A hash of what this request sends, times aside (a run's window never changes).
+
+        Stored with the request's ledger row: a resume whose fleet files render another
+        request for a device already sent is found before anything leaves.
+        """
+        # Length-prefixed, so no value's text can pass for another split of the pairs.
+        text = "".join(
+            f"{len(k)}:{k}{len(v)}:{v}"
+            for k, v in (("op", self.op), *self.head, ("|", ""), *self.tail)
+        )
+        h = hashlib.blake2b(text.encode(), digest_size=16)
+        h.update(self.body or b"")
+        return h.hexdigest()
 
     def query(self, window: Window, now: datetime) -> list[tuple[str, str]]:
         """The query string's pairs as sent at ``now``.

@@ -98,9 +98,10 @@ class RunInfo:
     first_started_at: float
     started_at: float  # the last invocation's start
     ended_at: float | None
+    remaining: int = 0  # devices of the job not settled yet (unsent, pending or in doubt)
 
     @classmethod
-    def of(cls, record: RunRecord) -> RunInfo:
+    def of(cls, record: RunRecord, remaining: int = 0) -> RunInfo:
         return cls(
             run_id=record.run_id,
             job=record.job_name,
@@ -113,6 +114,7 @@ class RunInfo:
             first_started_at=record.first_started_at,
             started_at=record.started_at,
             ended_at=record.ended_at,
+            remaining=remaining,
         )
 
     @property
@@ -130,6 +132,7 @@ class RunInfo:
             "wave": self.wave,
             "waves": self.waves,
             "devices": self.devices,
+            "remaining_devices": self.remaining,
             "first_started_at": iso_utc(self.first_started_at),
             "started_at": iso_utc(self.started_at),
             "ended_at": iso_utc(self.ended_at),
@@ -324,7 +327,7 @@ def build_report(ledger: Ledger, run_id: str) -> Report:
     errors = tuple(ErrorGroup(*group) for group in groups)
     return Report(
         ledger=str(ledger.path),
-        run=RunInfo.of(record),
+        run=RunInfo.of(record, max(0, record.devices - ledger.settled_devices(run_id))),
         counts=counts,
         errors=errors,
         errors_not_listed=counts.failed + counts.in_doubt - sum(g.rows for g in errors),
@@ -354,7 +357,10 @@ def render_text(report: Report, console: Console) -> None:
     console.print(f"run {run.run_id} ({run.job}) -> {run.target}", style="bold", markup=False)
     state = run.state if not run.reason else f"{run.state}: {run.reason}"
     console.print(f"state:        {state}", markup=False)
-    console.print(f"wave:         {run.wave} of {run.waves}   devices: {run.devices}")
+    console.print(
+        f"wave:         {run.wave} of {run.waves}   devices: {run.devices}"
+        f"   not settled yet: {run.remaining}"
+    )
     ended = "still running" if run.ended_at is None else _local(run.ended_at)
     duration = run.duration_seconds
     took = "" if duration is None else f" (last invocation {human_seconds(duration)})"
@@ -452,6 +458,7 @@ def render_markdown(report: Report) -> str:
             ("state", run.state if not run.reason else f"{run.state}: {run.reason}"),
             ("wave", f"{run.wave} of {run.waves}"),
             ("devices", str(run.devices)),
+            ("devices not settled yet", str(run.remaining)),
             ("started", iso_utc(run.first_started_at) or ""),
             ("ended", iso_utc(run.ended_at) or "still running"),
             ("last invocation", "" if duration is None else human_seconds(duration)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
+import shlex
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,12 +34,18 @@ from dispatcher.imei import imei_problem
 from dispatcher.jobfile import load_job
 from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
 from dispatcher.limiter import RateLimiter
-from dispatcher.plan import Plan, Request
 from dispatcher.problems import Problem, Problems
 from dispatcher.progress import Meter, show_progress
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.rollout import AbortRule
 from dispatcher.schedule import DispatchWindow
+from dispatcher.sent import (
+    FleetChanges,
+    accept_settled,
+    find_changes,
+    refuse_or_accept,
+    sent_requests,
+)
 from dispatcher.timewindow import Window
 from dispatcher.writer import LedgerWriter
 
@@ -61,6 +68,7 @@ class RunOptions:
     limit: int | None = None
     fleets: tuple[str, ...] = ()
     imei_file: Path | None = None
+    accept_changed_fleet: bool = False  # resume although fleet files render other requests
     override_abort: bool = False
     no_wait: bool = False
     interactive: bool = False  # a person at a terminal may answer "confirm" pauses
@@ -83,10 +91,19 @@ class RunResult:
     resumed: bool = False
     first_started_at: float = 0.0
     reconciled: ReconcileReport | None = None
+    state: str = "finished"  # the run's state as this invocation left it
+    remaining: int = 0  # devices of the whole job not settled yet
+    next_command: str | None = None  # what sends the remainder of a partial run
+
+    @property
+    def partial(self) -> bool:
+        return self.state == "partial"
 
     @property
     def all_ok(self) -> bool:
-        return set(self.counts) <= {"ok"}
+        # A subset leaves the job's other devices pending on purpose: that is not a failure.
+        allowed = {"ok", "pending"} if self.partial else {"ok"}
+        return set(self.counts) <= allowed
 
     @property
     def paused(self) -> str | None:
@@ -199,6 +216,13 @@ def run_job(options: RunOptions) -> RunResult:
                     " --override-abort to continue it, or start a new run id"
                 )
             log.warning("abort_overridden", run_id=run_id, reason=previous.reason)
+        changes = FleetChanges()
+        if previous is not None:
+            # Before anything is sent: does each device still render what the run stored?
+            changes = find_changes(ledger, run_id, checked.plan)
+        kept_as_sent = refuse_or_accept(
+            ledger, run_id, changes, accept=options.accept_changed_fleet
+        )
         recovered = ledger.recover_sending(run_id)
         started = unix_now()
         ledger.start_run(
@@ -239,6 +263,7 @@ def run_job(options: RunOptions) -> RunResult:
             anyio.run(
                 _send_all,
                 options,
+                kept_as_sent,
                 config,
                 checked,
                 window,
@@ -251,6 +276,20 @@ def run_job(options: RunOptions) -> RunResult:
         finally:
             state = "finished"
             reason = None
+            if kept_as_sent:
+                # in-doubt rows of accepted devices that reconcile settled: accepted too
+                accept_settled(ledger, run_id, changes)
+            result.counts = ledger.counts(run_id)
+            # The run's state derives from the whole job, never from this invocation's subset.
+            result.remaining = max(0, checked.stats.devices - ledger.settled_devices(run_id))
+            subset = bool(options.fleets) or options.imeis is not None or options.limit is not None
+            if subset and result.remaining:
+                result.next_command = _next_command(options, run_id)
+                state = "partial"
+                reason = (
+                    f"{result.remaining} of {checked.stats.devices} devices not settled yet;"
+                    f" `{result.next_command}` sends them"
+                )
             if isinstance(result.fatal, Aborted):
                 state, reason = "aborted", str(result.fatal)
             elif result.fatal is not None:
@@ -259,10 +298,13 @@ def run_job(options: RunOptions) -> RunResult:
                 state, reason = "paused", result.paused
             elif result.signal is not None:
                 state, reason = "stopped", f"stopped by {signal.Signals(result.signal).name}"
-            result.counts = ledger.counts(run_id)
+            result.state = state
             # Remember the inputs of a pass that left nothing to send: a rerun can then say so at once.
             complete = (
-                state == "finished" and not set(result.counts) - DONE and not options.simulate
+                state == "finished"
+                and not result.remaining
+                and not set(result.counts) - DONE
+                and not options.simulate
             )
             digest = inputs_hash(checked.plan.loaded, strict=options.strict) if complete else None
             ledger.end_run(run_id, unix_now(), state, reason, digest)
@@ -303,6 +345,7 @@ def _window_for(
 
 async def _send_all(
     options: RunOptions,
+    kept_as_sent: frozenset[str],
     config: Config,
     checked: CheckedJob,
     window: Window,
@@ -338,7 +381,13 @@ async def _send_all(
                     client,
                     limiter,
                     fallback_sent_at=result.first_started_at,
-                    requests=requests_for(checked.plan, {row.imei for row in in_doubt}),
+                    # compared with what was sent: a rendering whose hash the row stored
+                    requests=sent_requests(
+                        ledger,
+                        run_id,
+                        checked.plan,
+                        {row.imei for row in in_doubt} - kept_as_sent,
+                    ),
                     min_age=config.http.read_timeout + RECONCILE_MARGIN,
                 )
         writer = LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8)
@@ -439,14 +488,20 @@ async def _grace(engine: Engine, grace: float) -> None:
     engine.hard_stop()
 
 
-def requests_for(plan: Plan, imeis: set[str]) -> dict[tuple[str, int], Request]:
-    """The rendered requests of a few devices, found by streaming the plan once."""
-    found: dict[tuple[str, int], Request] = {}
-    for work in plan.devices(Problems()):
-        if work.device.imei in imeis:
-            for request in work.requests:
-                found[(request.imei, request.index)] = request
-    return found
+def _next_command(options: RunOptions, run_id: str) -> str:
+    """The command line that sends what a subset left: the same run, without the subset."""
+    parts = ["onenet-dispatch", "run", shlex.quote(str(options.job))]
+    if options.simulate:
+        parts.append("--simulate")
+    if options.run_id is not None or options.simulate:
+        parts += ["--run-id", shlex.quote(run_id)]
+    if options.ledger is not None:
+        parts += ["--ledger", shlex.quote(str(options.ledger))]
+    if options.config is not None:
+        parts += ["--config", shlex.quote(str(options.config))]
+    if options.base_url is not None:
+        parts += ["--base-url", shlex.quote(options.base_url)]
+    return " ".join(parts)
 
 
 def read_imei_file(path: Path) -> frozenset[str]:

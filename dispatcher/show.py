@@ -98,6 +98,14 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     console.print(line)
     if result.paused is not None:
         console.print(f"paused: {result.paused}; the same command resumes", style="yellow")
+    if result.partial:
+        console.print(
+            f"partial: {result.remaining} devices of the job are not settled yet;"
+            f" send them with: {result.next_command}",
+            style="yellow",
+            soft_wrap=True,
+            markup=False,
+        )
     if result.counts.get("in_doubt"):
         console.print(
             f"{result.counts['in_doubt']} rows are in doubt: they may have been queued. They are not sent again"
@@ -106,7 +114,9 @@ def print_run_summary(console: Console, result: RunResult) -> None:
         )
 
 
-def status_record(record: RunRecord, counts: dict[str, int]) -> dict[str, object]:
+def status_record(
+    record: RunRecord, counts: dict[str, int], remaining: int | None = None
+) -> dict[str, object]:
     """A run's standing as plain data (``status --format json``)."""
     answered = counts.get("ok", 0) + counts.get("failed", 0)
     failure_rate = counts.get("failed", 0) / answered if answered else 0.0
@@ -128,6 +138,7 @@ def status_record(record: RunRecord, counts: dict[str, int]) -> dict[str, object
         "wave": record.wave + 1,
         "waves": record.waves,
         "devices": record.devices,
+        "remaining_devices": remaining,
         "counts": counts,
         "answered": answered,
         "failure_rate": round(failure_rate, 4),
@@ -145,9 +156,14 @@ def status_record(record: RunRecord, counts: dict[str, int]) -> dict[str, object
 
 
 def print_status(
-    console: Console, record: RunRecord, counts: dict[str, int], *, as_json: bool
+    console: Console,
+    record: RunRecord,
+    counts: dict[str, int],
+    *,
+    as_json: bool,
+    remaining: int | None = None,
 ) -> None:
-    data = status_record(record, counts)
+    data = status_record(record, counts, remaining)
     if as_json:
         console.print_json(json.dumps(data))
         return
@@ -155,7 +171,10 @@ def print_status(
     state = record.state if not record.reason else f"{record.state}: {record.reason}"
     console.print(f"state:        {state}")
     console.print(f"wave:         {record.wave + 1} of {record.waves}")
-    console.print(f"devices:      {record.devices}")
+    console.print(
+        f"devices:      {record.devices}"
+        + ("" if remaining is None else f" ({remaining} not settled yet)")
+    )
     console.print("rows:         " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     rule = data["abort_rule"]
     rate = f"{data['failure_rate']:.1%} failed of {data['answered']} answered"

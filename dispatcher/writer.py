@@ -102,7 +102,7 @@ class LedgerWriter:
         return op.result
 
     async def register(
-        self, devices: Sequence[tuple[str, str, Sequence[str]]]
+        self, devices: Sequence[tuple[str, str, Sequence[str | tuple[str, str]]]]
     ) -> dict[str, list[Status]]:
         result: dict[str, list[Status]] = await self._do("register", devices)
         return result

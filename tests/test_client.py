@@ -191,3 +191,25 @@ async def test_read_timeout_is_in_doubt() -> None:
         ) as client:
             outcome = await client.send(write_request(), *live())
         assert (Kind.IN_DOUBT, 1) == (outcome.kind, len(sim.commands))
+
+
+async def test_every_renewed_token_is_blanked_from_error_text() -> None:
+    """Not only the first token: one signed after a renewal is as secret in an error's text."""
+    now = [1_000_000.0]
+    auth = TokenAuth("1", Secret("a2V5"), lifetime=1000, now=lambda: now[0])
+    first = auth.headers()["authorization"]
+    async with OneNetClient(
+        "http://127.0.0.1:9",
+        auth,
+        HttpConfig(connect_timeout=2),
+        concurrency=1,
+        secrets=(first,),
+    ) as client:
+        now[0] += 900  # the next request renews the token
+        outcome = await client.send(write_request(), *live())
+        second = auth.headers()["authorization"]
+        assert first != second and Kind.RETRY == outcome.kind
+        # what aiohttp's reprs may carry: the request's headers, both tokens in one text
+        text = client._text(RuntimeError(f"headers {{'authorization': '{second}'}} then {first}"))
+    assert first not in text and second not in text
+    assert "***" in text
