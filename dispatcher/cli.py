@@ -20,6 +20,7 @@ from rich.console import Console
 from dispatcher import __version__
 from dispatcher.errors import (
     Aborted,
+    AuthRefused,
     DispatcherError,
     InputError,
     LedgerError,
@@ -38,7 +39,7 @@ EXIT_SIGTERM = 143
 
 
 def exit_code_for(exc: DispatcherError) -> int:
-    if isinstance(exc, (InputError, RunRefused, LedgerError)):
+    if isinstance(exc, (InputError, RunRefused, LedgerError, AuthRefused)):
         return EXIT_INPUT
     if isinstance(exc, PlatformUnavailable):
         return EXIT_UNAVAILABLE
@@ -593,7 +594,7 @@ def _dry_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     records = dryrun.requests(
         checked,
         run_id=args.run_id or checked.plan.job.name,
-        base_url=base_url,
+        base_url=config.profile.root(base_url),
         auth_header="authorization" if config.auth.method == "token" else "api-key",
         now=now,
         fleets=frozenset(args.fleet) or None,

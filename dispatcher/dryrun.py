@@ -21,7 +21,7 @@ def requests(
     checked: CheckedJob,
     *,
     run_id: str,
-    base_url: str,
+    base_url: str,  # with the platform profile's prefix: where the paths hang
     auth_header: str,
     now: datetime,
     fleets: frozenset[str] | None = None,
@@ -54,9 +54,7 @@ def requests(
                     "command": request.index,
                     "op": request.op,
                     "method": request.method,
-                    "url": build_url(
-                        base_url, "/nbiot/offline", request.query(checked.window, now)
-                    ),
+                    "url": build_url(base_url, request.path, request.query(checked.window, now)),
                     "headers": headers,
                     "body": None if request.body is None else json.loads(request.body),
                 }

@@ -31,13 +31,13 @@ from dispatcher.ledger import InDoubt, Ledger, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Outcome
 from dispatcher.plan import Request
+from dispatcher.platforms import HISTORY, detail_path
 from dispatcher.timewindow import PLATFORM_TZ, wire_time
 
 log = structlog.get_logger("dispatcher.reconcile")
 
 CLOCK_SKEW = timedelta(minutes=2)
 MAX_PAGES = 20  # a device holds at most 10 cached commands; history beyond 20 pages is noise
-HISTORY = "/nbiot/offline/history"
 
 
 class PlatformQueries(Protocol):
@@ -189,7 +189,7 @@ async def _find(
         if request is None:
             return uuid
         await limiter.acquire()
-        detail = await platform.ask(f"{HISTORY}/{uuid}", [("imei", row.imei)])
+        detail = await platform.ask(detail_path(uuid), [("imei", row.imei)])
         if isinstance(detail, Outcome) or _content_matches(detail.get("content"), request):
             return uuid
     return None
