@@ -355,6 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="variable holding the accepted key",
     )
+    p.add_argument(
+        "--platform",
+        choices=("legacy", "studio"),
+        default="legacy",
+        help="the console served: legacy (/nbiot, api-key) or studio (/nb-iot, tokens only)",
+    )
+    p.add_argument("--user-id", metavar="ID", help="accept user tokens (res userid/ID)")
+    p.add_argument("--product-id", metavar="ID", help="accept product tokens (res products/ID)")
+    p.add_argument(
+        "--access-key-env",
+        default="ONENET_ACCESS_KEY",
+        metavar="VAR",
+        help="with --user-id/--product-id: variable holding the base64 access key tokens are signed with",
+    )
     p.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="answer delay")
     p.add_argument(
         "--error-rate", type=float, default=0.0, metavar="SHARE", help="share answered errno 7"
@@ -665,12 +679,22 @@ def _simulate(args: argparse.Namespace, err: Console) -> int:
 
     from dispatcher.simulator import SimulatorConfig, serve
 
+    token = args.user_id is not None or args.product_id is not None
+    if args.platform == "studio" and not token:
+        raise InputError("--platform studio takes tokens only: give --user-id or --product-id")
     key = os.environ.get(args.api_key_env, "")
-    if not key:
+    if not key and args.platform == "legacy":
         raise InputError(f"set {args.api_key_env} to the key the simulator should accept")
+    access = os.environ.get(args.access_key_env, "") if token else None
+    if token and not access:
+        raise InputError(f"set {args.access_key_env} to the access key tokens are signed with")
     try:
         config = SimulatorConfig(
-            api_key=key,
+            api_key=key or "unused-on-studio",
+            platform=args.platform,
+            user_id=args.user_id,
+            product_id=args.product_id,
+            access_key=access,
             latency=args.latency,
             error_rate=args.error_rate,
             rate_limit=args.rate_limit,
