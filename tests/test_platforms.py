@@ -310,3 +310,10 @@ def test_base_url_with_a_path_is_refused_on_the_command_line(
     code = main(["run", str(job), "--base-url", "http://127.0.0.1:9/nbiot", "--dry-run"])
     assert 2 == code
     assert "scheme, host and port only" in capsys.readouterr().err
+
+
+def test_run_simulate_rehearses_the_studio_console(tmp_path: Path) -> None:
+    """run --simulate with a studio config: its own studio simulator, a user token, exit 0."""
+    job = write_job(tmp_path, DEVICES)
+    assert 0 == main(["run", str(job), "--simulate", "--config", str(config(tmp_path))])
+    assert {"ok"} == {r[2] for r in rows(tmp_path / "ledger.simulated.sqlite")}
