@@ -52,7 +52,8 @@ class AuthConfig(_Model):
         None, description="user id: a user token (res userid/<id>), newer console only"
     )
     token_version: str | None = Field(
-        None, description="token version; default the platform's (2018-10-31 / 2022-05-01)"
+        None,
+        description="token version; default the platform's (2018-10-31 / 2022-05-01)",
     )
     access_key_env: str = Field(
         "ONENET_ACCESS_KEY", description="variable holding the product's access key"
@@ -64,6 +65,17 @@ class AuthConfig(_Model):
     token_lifetime: StrictInt = Field(
         3600, ge=60, le=30 * 86400, description="seconds a token is valid"
     )
+
+    @field_validator("token_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII):
+            raise PydanticCustomError(
+                "token_version",
+                'must be a date such as 2022-05-01, got "{value}"',
+                {"value": value},
+            )
+        return value
 
     @field_validator("api_key_env", "access_key_env")
     @classmethod

@@ -271,6 +271,11 @@ BAD_CONFIGS = [
         "studio.yaml:3: auth.user_id: a user token (userid/<id>) is for platform: studio",
     ),
     (
+        "token version not a date",
+        "platform: studio\nauth:\n  user_id: u\n  token_version: latest\n",
+        'studio.yaml:4: auth.token_version: must be a date such as 2022-05-01, got "latest"',
+    ),
+    (
         "unknown platform",
         "platform: onenet-studio\n",
         "studio.yaml:1: platform: must be 'legacy' or 'studio'",
