@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -322,3 +325,28 @@ def test_run_simulate_rehearses_the_studio_console(tmp_path: Path) -> None:
     job = write_job(tmp_path, DEVICES)
     assert 0 == main(["run", str(job), "--simulate", "--config", str(config(tmp_path))])
     assert {"ok"} == {r[2] for r in rows(tmp_path / "ledger.simulated.sqlite")}
+
+
+def test_simulate_command_serves_the_studio_console(tmp_path: Path) -> None:
+    """`onenet-dispatch simulate --platform studio --user-id ID` as operators start it: a run
+    with the studio config against it queues every command; without an id it refuses (exit 2)."""
+    env = {**os.environ, "ONENET_ACCESS_KEY": ACCESS}
+    cmd = [sys.executable, "-m", "dispatcher", "simulate", "--platform", "studio", "--port", "0"]
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert 2 == refused.returncode
+    assert "--user-id or --product-id" in refused.stderr
+    proc = subprocess.Popen([*cmd, "--user-id", USER], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        base_url = line.split("listening on ", 1)[1].split()[0]
+        job = write_job(tmp_path, DEVICES)
+        ledger = tmp_path / "l.sqlite"
+        args = ["run", str(job), "--base-url", base_url, "--config", str(config(tmp_path))]
+        assert 0 == main([*args, "--ledger", str(ledger)])
+        assert {"ok"} == {r[2] for r in rows(ledger)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
