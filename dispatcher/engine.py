@@ -425,10 +425,8 @@ class Engine:
 
     def _refused(self, outcome: Outcome) -> None:
         if self.fatal is None:
-            self.fatal = AuthRefused(
-                f"the platform refused the credentials: {outcome.error}"
-                f" (errno {outcome.errno}); nothing more was sent and the unsent rows stay"
-                " pending: fix the key, token or auth settings and run the same command again"
+            self.fatal = AuthRefused.answered(
+                outcome.errno, outcome.error, " and the unsent rows stay pending"
             )
             log.error("auth_refused", errno=outcome.errno, error=outcome.error)
         self._stop.set()

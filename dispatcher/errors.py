@@ -63,6 +63,13 @@ class AuthRefused(DispatcherError):
     """The platform refused our credentials (wrong key or signature, expired token,
     a resource of another user); nothing more was sent."""
 
+    @classmethod
+    def answered(cls, errno: int | None, error: str | None, then: str) -> AuthRefused:
+        return cls(
+            f"the platform refused the credentials: {error} (errno {errno}); nothing more"
+            f" was sent{then}: fix the key, token or auth settings and run the same command again"
+        )
+
 
 class LedgerError(DispatcherError):
     """The results ledger cannot be opened, read or written."""

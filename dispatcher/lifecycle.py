@@ -63,10 +63,7 @@ def stop_if_refused(client: OneNetClient) -> None:
     """After a pass: the platform refused our credentials, so the command ends with exit 2."""
     refusal = client.auth_refusal
     if refusal is not None:
-        raise AuthRefused(
-            f"the platform refused the credentials: {refusal.error} (errno {refusal.errno});"
-            " nothing more was sent: fix the key, token or auth settings and run it again"
-        )
+        raise AuthRefused.answered(refusal.errno, refusal.error, "")
 
 
 @dataclass(frozen=True)
