@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth
+from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth, product_res, user_res
 from dispatcher.config import Config, access_key, api_key, check_base_url
 from dispatcher.errors import ConfigError
 
@@ -17,14 +17,25 @@ def base_url_from(value: str) -> str:
 
 def authenticator_for(config: Config) -> Authenticator:
     """The api-key header or a signed token, as the config says; ConfigError when the key is missing."""
-    if config.auth.method == "token":
-        if not config.auth.product_id:
+    auth = config.auth
+    if auth.method == "token":
+        if auth.user_id:
+            res = user_res(auth.user_id)
+        elif auth.product_id:
+            res = product_res(auth.product_id)
+        else:
             raise ConfigError("auth.method is token but auth.product_id is not set in the config")
         return TokenAuth(
-            config.auth.product_id,
+            auth.product_id or "",
             access_key(config),
-            method=config.auth.sign_method,
-            lifetime=config.auth.token_lifetime,
+            method=auth.sign_method,
+            lifetime=auth.token_lifetime,
+            res=res,
+            version=config.token_version,
+        )
+    if not config.profile.api_key:
+        raise ConfigError(
+            f"platform {config.platform} takes a signed token only (auth.method: token)"
         )
     return ApiKeyAuth(api_key(config))
 

@@ -1,8 +1,10 @@
 """Authentication headers: the legacy ``api-key``, or the platform's signed token.
 
-Token: ``version=2018-10-31&res=products%2F<id>&et=<expiry>&method=<m>&sign=<sign>``
-with ``sign = base64(HMAC-m(base64decode(access_key), et\\nmethod\\nres\\nversion))``,
-each value URL-encoded. Tokens are renewed well before they expire.
+Token: ``version=<v>&res=<res>&et=<expiry>&method=<m>&sign=<sign>`` with
+``sign = base64(HMAC-m(base64decode(access_key), et\\nmethod\\nres\\nversion))``, each
+value URL-encoded. ``res`` is ``products/<id>`` (both consoles) or ``userid/<id>`` (the
+newer console, version 2022-05-01). Tokens are renewed well before they expire, so a
+run longer than a token's lifetime never sends an expired one.
 """
 
 from __future__ import annotations
@@ -21,14 +23,30 @@ TOKEN_VERSION = "2018-10-31"
 _DIGESTS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 
-def sign_token(product_id: str, access_key: str, expires_at: int, method: str = "sha1") -> str:
-    """The ``authorization`` header value for ``product_id`` valid until ``expires_at``."""
-    res = f"products/{product_id}"
-    message = f"{expires_at}\n{method}\n{res}\n{TOKEN_VERSION}".encode()
+def product_res(product_id: str) -> str:
+    return f"products/{product_id}"
+
+
+def user_res(user_id: str) -> str:
+    return f"userid/{user_id}"
+
+
+def sign_token(
+    product_id: str,
+    access_key: str,
+    expires_at: int,
+    method: str = "sha1",
+    *,
+    res: str | None = None,
+    version: str = TOKEN_VERSION,
+) -> str:
+    """The ``authorization`` header value for ``res`` (default: the product) until ``expires_at``."""
+    res = res if res is not None else product_res(product_id)
+    message = f"{expires_at}\n{method}\n{res}\n{version}".encode()
     digest = hmac.new(base64.b64decode(access_key), message, _DIGESTS[method]).digest()
     sign = base64.b64encode(digest).decode()
     return (
-        f"version={quote(TOKEN_VERSION, safe='')}&res={quote(res, safe='')}&et={expires_at}"
+        f"version={quote(version, safe='')}&res={quote(res, safe='')}&et={expires_at}"
         f"&method={method}&sign={quote(sign, safe='')}"
     )
 
@@ -55,7 +73,7 @@ class ApiKeyAuth:
 class TokenAuth:
     """A signed ``authorization`` token, renewed when a fifth of its lifetime is left."""
 
-    __slots__ = ("_expires", "_headers", "_key", "_lifetime", "_method", "_now", "_product")
+    __slots__ = ("_expires", "_headers", "_key", "_lifetime", "_method", "_now", "_res", "_version")
 
     def __init__(
         self,
@@ -65,8 +83,11 @@ class TokenAuth:
         method: str = "sha1",
         lifetime: int = 3600,
         now: Callable[[], float] = time.time,
+        res: str | None = None,
+        version: str = TOKEN_VERSION,
     ) -> None:
-        self._product = product_id
+        self._res = res if res is not None else product_res(product_id)
+        self._version = version
         self._key = access_key
         self._method = method
         self._lifetime = lifetime
@@ -78,9 +99,16 @@ class TokenAuth:
         now = self._now()
         if now >= self._expires - self._lifetime / 5:
             self._expires = int(now) + self._lifetime
-            token = sign_token(self._product, self._key.reveal(), self._expires, self._method)
+            token = sign_token(
+                "",
+                self._key.reveal(),
+                self._expires,
+                self._method,
+                res=self._res,
+                version=self._version,
+            )
             self._headers = {"authorization": token}
         return self._headers
 
     def __repr__(self) -> str:
-        return f"TokenAuth(product={self._product}, ***)"
+        return f"TokenAuth(res={self._res}, version={self._version}, ***)"

@@ -20,6 +20,7 @@ from rich.console import Console
 from dispatcher import __version__
 from dispatcher.errors import (
     Aborted,
+    AuthRefused,
     DispatcherError,
     InputError,
     LedgerError,
@@ -38,7 +39,7 @@ EXIT_SIGTERM = 143
 
 
 def exit_code_for(exc: DispatcherError) -> int:
-    if isinstance(exc, (InputError, RunRefused, LedgerError)):
+    if isinstance(exc, (InputError, RunRefused, LedgerError, AuthRefused)):
         return EXIT_INPUT
     if isinstance(exc, PlatformUnavailable):
         return EXIT_UNAVAILABLE
@@ -362,6 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="variable holding the accepted key",
     )
+    p.add_argument(
+        "--platform",
+        choices=("legacy", "studio"),
+        default="legacy",
+        help="the console served: legacy (/nbiot, api-key) or studio (/nb-iot, tokens only)",
+    )
+    p.add_argument("--user-id", metavar="ID", help="accept user tokens (res userid/ID)")
+    p.add_argument("--product-id", metavar="ID", help="accept product tokens (res products/ID)")
+    p.add_argument(
+        "--access-key-env",
+        default="ONENET_ACCESS_KEY",
+        metavar="VAR",
+        help="with --user-id/--product-id: variable holding the base64 access key tokens are signed with",
+    )
     p.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="answer delay")
     p.add_argument(
         "--error-rate", type=float, default=0.0, metavar="SHARE", help="share answered errno 7"
@@ -602,7 +617,7 @@ def _dry_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     records = dryrun.requests(
         checked,
         run_id=args.run_id or checked.plan.job.name,
-        base_url=base_url,
+        base_url=config.profile.root(base_url),
         auth_header="authorization" if config.auth.method == "token" else "api-key",
         now=now,
         fleets=frozenset(args.fleet) or None,
@@ -679,12 +694,22 @@ def _simulate(args: argparse.Namespace, err: Console) -> int:
 
     from dispatcher.simulator import SimulatorConfig, serve
 
+    token = args.user_id is not None or args.product_id is not None
+    if args.platform == "studio" and not token:
+        raise InputError("--platform studio takes tokens only: give --user-id or --product-id")
     key = os.environ.get(args.api_key_env, "")
-    if not key:
+    if not key and args.platform == "legacy":
         raise InputError(f"set {args.api_key_env} to the key the simulator should accept")
+    access = os.environ.get(args.access_key_env, "") if token else None
+    if token and not access:
+        raise InputError(f"set {args.access_key_env} to the access key tokens are signed with")
     try:
         config = SimulatorConfig(
-            api_key=key,
+            api_key=key or "unused-on-studio",
+            platform=args.platform,
+            user_id=args.user_id,
+            product_id=args.product_id,
+            access_key=access,
             latency=args.latency,
             error_rate=args.error_rate,
             rate_limit=args.rate_limit,

@@ -33,6 +33,7 @@ from dispatcher.config import HttpConfig
 from dispatcher.errnos import classify_errno
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import Request
+from dispatcher.platforms import LEGACY, Profile
 from dispatcher.timewindow import Window
 
 MAX_ANSWER_BYTES = 64 * 1024  # a real answer is ~100 bytes; more is garbage, read no further
@@ -106,14 +107,19 @@ class OneNetClient:
         *,
         concurrency: int,
         secrets: tuple[str, ...] = (),
+        platform: Profile = LEGACY,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._root = platform.root(base_url)  # where the profile's paths hang
         self._auth = auth
         self._http = http
         self._concurrency = concurrency
         # Every credential value sent so far: a renewed token is as secret as the first.
         self._secrets: set[str] = {value for value in secrets if value}
         self._session: aiohttp.ClientSession | None = None
+        # The first answer refusing our credentials: after it nothing more is sent
+        # (each further request would only be refused again, or lock the account).
+        self.auth_refusal: Outcome | None = None
 
     async def __aenter__(self) -> OneNetClient:
         connector = aiohttp.TCPConnector(
@@ -142,15 +148,29 @@ class OneNetClient:
 
     async def send(self, request: Request, window: Window, now: datetime) -> Outcome:
         """Send one request once and classify what came back."""
-        url = build_url(self._base_url, request.path, request.query(window, now))
+        url = build_url(self._root, request.path, request.query(window, now))
         return await self.call(request.method, url, request.body)
 
     async def call(self, method: str, url: str, body: bytes | None) -> Outcome:
         """One command request, classified into an outcome."""
+        if self.auth_refusal is not None:
+            return self._not_sent()
         reply = await self._exchange(method, url, body)
         if isinstance(reply, Outcome):
             return reply
-        return _classify(reply.status, reply.raw, reply.retry_after, reply.cut)
+        return self._note(_classify(reply.status, reply.raw, reply.retry_after, reply.cut))
+
+    def _note(self, outcome: Outcome) -> Outcome:
+        if outcome.auth_refused and self.auth_refusal is None:
+            self.auth_refusal = outcome
+        return outcome
+
+    def _not_sent(self) -> Outcome:
+        refusal = self.auth_refusal
+        assert refusal is not None
+        return dataclasses.replace(
+            refusal, error=f"not sent: the platform refused the credentials ({refusal.error})"
+        )
 
     async def ask(
         self, path: str, pairs: list[tuple[str, str]], *, method: str = "GET"
@@ -160,22 +180,29 @@ class OneNetClient:
         A failure comes back as an Outcome whose ``error`` (and ``errno``, when the
         platform answered one) says what went wrong.
         """
-        reply = await self._exchange(method, build_url(self._base_url, path, pairs), None)
+        if self.auth_refusal is not None:
+            return self._not_sent()
+        reply = await self._exchange(method, build_url(self._root, path, pairs), None)
         if isinstance(reply, Outcome):
             return reply
         answer = _json(reply.raw)
-        if reply.status != 200 or answer is None:
+        envelope = _envelope(answer) if answer is not None else None
+        if envelope is not None and envelope[0] != 0:
+            number, text = envelope
+            refused = classify_errno(number, text, reply.status)
+            return self._note(
+                Outcome(
+                    Kind.FAILED,
+                    errno=number,
+                    error=text,
+                    http_status=reply.status,
+                    auth_refused=refused.auth_refused,
+                )
+            )
+        if reply.status != 200 or answer is None or envelope is None:
             return Outcome(
                 Kind.RETRY if reply.status in (429, 503) else Kind.FAILED,
                 error=f"HTTP {reply.status}, no usable answer",
-                http_status=reply.status,
-            )
-        errno = answer.get("errno")
-        if errno != 0:
-            return Outcome(
-                Kind.FAILED,
-                errno=errno if isinstance(errno, int) else None,
-                error=str(answer.get("error")),
                 http_status=reply.status,
             )
         data = answer.get("data")
@@ -269,11 +296,11 @@ def _classify(
             Kind.RETRY, error=f"HTTP {status}", http_status=status, retry_after=retry_after
         )
     answer = _json(raw)
-    errno = answer.get("errno") if answer is not None else None
-    if isinstance(errno, int) and not isinstance(errno, bool) and errno != 0:
+    envelope = _envelope(answer) if answer is not None else None
+    errno = envelope[0] if envelope is not None else None
+    if envelope is not None and envelope[0] != 0:
         # The platform says it did not take the command: its errno decides what next.
-        error = answer.get("error") if answer is not None else None
-        outcome = classify_errno(errno, str(error) if error is not None else "", status)
+        outcome = classify_errno(envelope[0], envelope[1], status)
         if retry_after is not None and outcome.kind is Kind.RETRY:
             return dataclasses.replace(outcome, retry_after=retry_after)
         return outcome
@@ -295,7 +322,7 @@ def _classify(
                 Kind.OK,
                 uuid=uuid,
                 errno=0,
-                error=str(answer.get("error", "succ")),
+                error=str(answer.get("error", answer.get("msg", "succ"))),
                 http_status=status,
             )
         return Outcome(Kind.IN_DOUBT, error="answer without errno 0 and a uuid", http_status=status)
@@ -304,6 +331,34 @@ def _classify(
     if 300 <= status < 500:
         return Outcome(Kind.FAILED, error=f"HTTP {status}", http_status=status)
     return Outcome(Kind.IN_DOUBT, error=f"HTTP {status}", http_status=status)
+
+
+def _number(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _envelope(answer: dict[str, Any]) -> tuple[int, str] | None:
+    """The answer's number (0 = success) and text, from either console's envelope.
+
+    ``{"errno", "error"}`` is the documented one. The newer console may answer
+    ``{"code", "msg", "request_id"}`` instead; its codes are not in our pages, so a
+    code is read against the same errno table (an unknown one is a plain failure),
+    and its request_id is kept in the text: the one thing its support desk asks for.
+    None: neither envelope (an answer we cannot read).
+    """
+    errno = _number(answer.get("errno"))
+    if errno is not None:
+        error = answer.get("error")
+        return errno, str(error) if error is not None else ""
+    code = _number(answer.get("code"))
+    if code is None:
+        return None
+    msg = answer.get("msg")
+    text = str(msg) if msg is not None else ""
+    request_id = answer.get("request_id")
+    if code != 0 and isinstance(request_id, str | int) and not isinstance(request_id, bool):
+        text = f"{text} (request_id {request_id})"
+    return code, text
 
 
 def _json(raw: bytes | None) -> dict[str, Any] | None:

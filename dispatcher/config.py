@@ -10,17 +10,26 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import ConfigError
 from dispatcher.jobfile import display_path, translate_errors
+from dispatcher.platforms import LEGACY, PROFILES, PlatformName, Profile
 from dispatcher.problems import Problem
-from dispatcher.yamlfile import load_yaml
+from dispatcher.yamlfile import YamlDoc, load_yaml
 
-DEFAULT_BASE_URL = "http://api.heclouds.com"
+DEFAULT_BASE_URL = LEGACY.base_url
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
@@ -36,7 +45,16 @@ class AuthConfig(_Model):
     api_key_file: str | None = Field(
         None, description="file holding the key (wins over the variable)"
     )
-    product_id: str | None = Field(None, description="product id, for token authentication")
+    product_id: str | None = Field(
+        None, description="product id: a product token (res products/<id>)"
+    )
+    user_id: str | None = Field(
+        None, description="user id: a user token (res userid/<id>), newer console only"
+    )
+    token_version: str | None = Field(
+        None,
+        description="token version; default the platform's (2018-10-31 / 2022-05-01)",
+    )
     access_key_env: str = Field(
         "ONENET_ACCESS_KEY", description="variable holding the product's access key"
     )
@@ -47,6 +65,17 @@ class AuthConfig(_Model):
     token_lifetime: StrictInt = Field(
         3600, ge=60, le=30 * 86400, description="seconds a token is valid"
     )
+
+    @field_validator("token_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII):
+            raise PydanticCustomError(
+                "token_version",
+                'must be a date such as 2022-05-01, got "{value}"',
+                {"value": value},
+            )
+        return value
 
     @field_validator("api_key_env", "access_key_env")
     @classmethod
@@ -92,7 +121,12 @@ class ShutdownConfig(_Model):
 
 
 class Config(_Model):
-    base_url: str = Field(DEFAULT_BASE_URL, description="the platform's API base URL")
+    platform: PlatformName = Field(
+        "legacy", description="legacy (api.heclouds.com) or studio (iot-api.heclouds.com)"
+    )
+    base_url: str = Field(
+        DEFAULT_BASE_URL, description="scheme, host and port; default the platform's"
+    )
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
     retries: RetryConfig = RetryConfig()
@@ -103,13 +137,43 @@ class Config(_Model):
     )
     log_format: Literal["auto", "console", "json"] = "auto"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_defaults(cls, data: Any) -> Any:
+        # The platform decides the defaults of the base URL and of the auth method
+        # (the newer console takes tokens only), unless the file says otherwise.
+        if not isinstance(data, dict) or data.get("platform") not in PROFILES:
+            return data
+        profile = PROFILES[data["platform"]]
+        data = dict(data)
+        data.setdefault("base_url", profile.base_url)
+        auth = data.get("auth")
+        if not profile.api_key and (
+            auth is None or (isinstance(auth, dict) and "method" not in auth)
+        ):
+            data["auth"] = {**(auth or {}), "method": "token"}
+        return data
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         return check_base_url(value)
 
+    @property
+    def profile(self) -> Profile:
+        return PROFILES[self.platform]
+
+    @property
+    def token_version(self) -> str:
+        return self.auth.token_version or self.profile.token_version
+
 
 def check_base_url(value: str) -> str:
+    """Scheme, host and port: the platform profile adds the path (``/nbiot``, ``/nb-iot``).
+
+    A path is refused rather than ignored: a URL copied with its ``/nbiot`` from an old
+    script would otherwise be silently reinterpreted, and a proxy path would be lost.
+    """
     from urllib.parse import urlsplit
 
     parts = urlsplit(value)
@@ -117,6 +181,11 @@ def check_base_url(value: str) -> str:
         raise ValueError(f'base URL must be http:// or https:// with a host, got "{value}"')
     if parts.username or parts.password:
         raise ValueError("base URL must not carry credentials")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(
+            "base URL is scheme, host and port only (the platform setting adds the"
+            f' path, /nbiot or /nb-iot), got "{value}"'
+        )
     return value.rstrip("/")
 
 
@@ -128,9 +197,48 @@ def load_config(path: Path | None) -> Config:
     if not isinstance(doc.data, dict):
         raise ConfigError([Problem(doc.file, 1, None, "a config file is a mapping of settings")])
     try:
-        return Config.model_validate(doc.data)
+        config = Config.model_validate(doc.data)
     except ValidationError as exc:
         raise ConfigError(translate_errors(exc, doc, Config)) from None
+    problems = platform_problems(config, doc)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def platform_problems(config: Config, doc: YamlDoc) -> list[Problem]:
+    """What the platform and auth settings lack or contradict, each at its line."""
+    auth = config.auth
+    profile = config.profile
+    problems: list[Problem] = []
+
+    def problem(loc: tuple[str, ...], what: str) -> None:
+        problems.append(Problem(doc.file, doc.line_of(loc), ".".join(loc), what))
+
+    if auth.method == "api-key" and not profile.api_key:
+        problem(
+            ("auth", "method"),
+            f"platform {profile.name} takes a signed token only, not an api-key header;"
+            " set auth.method: token with auth.user_id or auth.product_id",
+        )
+    if auth.method == "token":
+        if auth.product_id and auth.user_id:
+            problem(("auth", "user_id"), "set auth.user_id or auth.product_id, not both")
+        elif not auth.product_id and not auth.user_id:
+            problem(
+                ("auth",),
+                "token authentication needs auth.product_id"
+                + (" or auth.user_id" if not profile.api_key else ""),
+            )
+        elif auth.user_id and profile.api_key:
+            problem(
+                ("auth", "user_id"),
+                "a user token (userid/<id>) is for platform: studio; legacy takes auth.product_id",
+            )
+    elif auth.user_id or auth.token_version:
+        key = "user_id" if auth.user_id else "token_version"
+        problem(("auth", key), "is used only with auth.method: token")
+    return problems
 
 
 @dataclass(frozen=True, slots=True)

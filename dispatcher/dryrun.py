@@ -21,7 +21,7 @@ def requests(
     checked: CheckedJob,
     *,
     run_id: str,
-    base_url: str,
+    base_url: str,  # with the platform profile's prefix: where the paths hang
     auth_header: str,
     now: datetime,
     fleets: frozenset[str] | None = None,

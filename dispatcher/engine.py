@@ -25,7 +25,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from dispatcher.breaker import CircuitBreaker, platform_level
 from dispatcher.client import Transport
 from dispatcher.clock import Clock, unix_now
-from dispatcher.errors import Aborted, DispatcherError, LedgerError, PlatformUnavailable
+from dispatcher.errors import (
+    Aborted,
+    AuthRefused,
+    DispatcherError,
+    LedgerError,
+    PlatformUnavailable,
+)
 from dispatcher.ledger import Answer, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Kind, Outcome
@@ -375,6 +381,12 @@ class Engine:
             attempts += 1
             self.totals.sent += 1
             outcome = await self._transport.send(request, self._window, self._clock.wall())
+            if outcome.auth_refused:
+                # Our key or token, not this device: every further request would be
+                # refused too. Stop; the row stays pending for the run with fixed credentials.
+                self._refused(outcome)
+                status = Status.PENDING
+                break
             if self._breaker.record(outcome):
                 await self._trip(outcome)
             if outcome.kind is not Kind.RETRY:
@@ -421,6 +433,14 @@ class Engine:
             )
         )
         return status, outcome.errno
+
+    def _refused(self, outcome: Outcome) -> None:
+        if self.fatal is None:
+            self.fatal = AuthRefused.answered(
+                outcome.errno, outcome.error, " and the unsent rows stay pending"
+            )
+            log.error("auth_refused", errno=outcome.errno, error=outcome.error)
+        self._stop.set()
 
     async def _trip(self, outcome: Outcome) -> None:
         """Stop taking work: the platform itself is failing. Rows stay resumable."""

@@ -39,5 +39,17 @@ def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
     elif errno in _PERMANENT:
         kind = Kind.FAILED
     return Outcome(
-        kind, errno=errno, error=error, http_status=http_status, slow_down=slow, max_attempts=cap
+        kind,
+        errno=errno,
+        error=error,
+        http_status=http_status,
+        slow_down=slow,
+        max_attempts=cap,
+        auth_refused=auth_refusal(errno, text),
     )
+
+
+def auth_refusal(errno: int, text: str) -> bool:
+    """Does this answer refuse our credentials (not one device)? errno 2 "api-key
+    required", or errno 1/3 whose text says auth (the tables give both numbers)."""
+    return errno == 2 or (errno in (1, 3) and "auth" in text.lower())

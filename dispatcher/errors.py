@@ -4,6 +4,8 @@
     ├── InputError                  bad job, fleet, config or arguments: exit 2, nothing sent
     │   └── ConfigError             the config file or the environment (missing key, bad URL)
     ├── RunRefused                  the ledger says this run must not go on: exit 2
+    ├── AuthRefused                 the platform refused the key or token: exit 2, the
+    │                               run stops at once with its rows pending
     ├── LedgerError                 the ledger cannot be opened or written: exit 2 before
     │                               sending, otherwise the run stops (resumable)
     ├── PlatformUnavailable         the platform stopped answering (outage): exit 4
@@ -55,6 +57,18 @@ class ConfigError(InputError):
 
 class RunRefused(DispatcherError):
     """The ledger holds a run that this invocation must not continue."""
+
+
+class AuthRefused(DispatcherError):
+    """The platform refused our credentials (wrong key or signature, expired token,
+    a resource of another user); nothing more was sent."""
+
+    @classmethod
+    def answered(cls, errno: int | None, error: str | None, then: str) -> AuthRefused:
+        return cls(
+            f"the platform refused the credentials: {error} (errno {errno}); nothing more"
+            f" was sent{then}: fix the key, token or auth settings and run the same command again"
+        )
 
 
 class LedgerError(DispatcherError):

@@ -19,7 +19,7 @@ from dispatcher.auth import Authenticator
 from dispatcher.client import OneNetClient
 from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
-from dispatcher.errors import InputError
+from dispatcher.errors import AuthRefused, InputError
 from dispatcher.jobfile import Job, load_job
 from dispatcher.ledger import Ledger, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
@@ -58,6 +58,13 @@ def _target(record: RunRecord, base_url: str | None) -> str:
             f'run "{record.run_id}" was sent to a simulator that is gone; pass --base-url to ask another'
         )
     return base_url_from(target)
+
+
+def stop_if_refused(client: OneNetClient) -> None:
+    """After a pass: the platform refused our credentials, so the command ends with exit 2."""
+    refusal = client.auth_refusal
+    if refusal is not None:
+        raise AuthRefused.answered(refusal.errno, refusal.error, "")
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,12 @@ async def _reconcile_all(
     for record, base_url in targets:
         requests, rate = _job_requests(ledger, record)
         async with OneNetClient(
-            base_url, auth, config.http, concurrency=4, secrets=secret_values(auth)
+            base_url,
+            auth,
+            config.http,
+            concurrency=4,
+            secrets=secret_values(auth),
+            platform=config.profile,
         ) as client:
             outcome.reports[record.run_id] = await reconcile_run(
                 ledger,
@@ -122,6 +134,7 @@ async def _reconcile_all(
                 requests=requests,
                 min_age=config.http.read_timeout + RECONCILE_MARGIN,
             )
+            stop_if_refused(client)
 
 
 def _job_requests(
@@ -219,7 +232,12 @@ async def _track(
 ) -> None:
     limiter = RateLimiter(rate, RealClock())
     async with OneNetClient(
-        target, auth, config.http, concurrency=concurrency, secrets=secret_values(auth)
+        target,
+        auth,
+        config.http,
+        concurrency=concurrency,
+        secrets=secret_values(auth),
+        platform=config.profile,
     ) as client:
         while True:
             closed = datetime.now(UTC) >= expires  # a last pass after the close sees "expired"
@@ -227,6 +245,7 @@ async def _track(
                 ledger, record.run_id, client, limiter, concurrency=concurrency
             )
             outcome.passes.append(report)
+            stop_if_refused(client)
             left = len(ledger.queued(record.run_id, final=FINAL))
             if not options.watch or left == 0 or closed:
                 outcome.window_closed = closed
@@ -288,11 +307,17 @@ def cancel_run(options: CancelOptions) -> CancelOutcome:
         async def go() -> None:
             limiter = RateLimiter(rate, RealClock())
             async with OneNetClient(
-                target, auth, config.http, concurrency=concurrency, secrets=secret_values(auth)
+                target,
+                auth,
+                config.http,
+                concurrency=concurrency,
+                secrets=secret_values(auth),
+                platform=config.profile,
             ) as client:
                 outcome.report = await cancel_pass(
                     ledger, record.run_id, rows, client, limiter, concurrency=concurrency
                 )
+                stop_if_refused(client)
 
         anyio.run(go)
         outcome.delivery = ledger.delivery_counts(record.run_id)

@@ -24,6 +24,7 @@ from dispatcher.jobfile import (
     LoadedJob,
     PlatformOptions,
 )
+from dispatcher.platforms import EXECUTE, OFFLINE
 from dispatcher.problems import Problems
 from dispatcher.seen import SeenImeis
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
@@ -31,11 +32,8 @@ from dispatcher.yamlfile import format_path
 
 Op = Literal["write", "read", "execute"]
 Params = tuple[tuple[str, str], ...]
-PATHS: dict[str, str] = {
-    "write": "/nbiot/offline",
-    "read": "/nbiot/offline",
-    "execute": "/nbiot/execute/offline",
-}
+# Relative to the platform profile's prefix (platforms.py).
+PATHS: dict[str, str] = {"write": OFFLINE, "read": OFFLINE, "execute": EXECUTE}
 
 
 @dataclass(frozen=True, slots=True)

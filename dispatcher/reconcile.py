@@ -34,6 +34,7 @@ from dispatcher.ledger import InDoubt, Ledger, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Outcome
 from dispatcher.plan import Request
+from dispatcher.platforms import HISTORY, detail_path
 from dispatcher.timewindow import PLATFORM_TZ, wire_time
 
 log = structlog.get_logger("dispatcher.reconcile")
@@ -42,7 +43,6 @@ CLOCK_SKEW = timedelta(minutes=2)
 # A device holds at most 10 cached commands at a time, but its history keeps the
 # finished ones too; a history longer than this is not read to its end (in doubt).
 MAX_PAGES = 50
-HISTORY = "/nbiot/offline/history"
 
 
 class PlatformQueries(Protocol):
@@ -286,7 +286,7 @@ class _Device:
         detail = details.get(uuid)
         if detail is None:
             await self.limiter.acquire()
-            answer = await self.platform.ask(f"{HISTORY}/{uuid}", [("imei", imei)])
+            answer = await self.platform.ask(detail_path(uuid), [("imei", imei)])
             detail = (
                 answer
                 if not isinstance(answer, Outcome)

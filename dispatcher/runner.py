@@ -7,6 +7,7 @@ is touched or a request leaves.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import secrets
@@ -23,7 +24,7 @@ import structlog
 from rich.console import Console
 
 from dispatcher.access import authenticator_for, base_url_from, secret_values
-from dispatcher.auth import ApiKeyAuth, Authenticator
+from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth, user_res
 from dispatcher.check import CheckedJob, check_job, inputs_hash
 from dispatcher.client import OneNetClient
 from dispatcher.clock import Clock, RealClock, unix_now
@@ -359,13 +360,14 @@ async def _send_all(
     clock = options.clock or RealClock()
     stop = anyio.Event()
     async with (
-        _platform(options, target, auth) as (base_url, authenticator, secret_values),
+        _platform(options, config, target, auth) as (base_url, authenticator, secret_values),
         OneNetClient(
             base_url,
             authenticator,
             config.http,
             concurrency=job.rate.concurrency,
             secrets=secret_values,
+            platform=config.profile,
         ) as client,
     ):
         limiter = RateLimiter(job.rate.per_second, clock)
@@ -446,9 +448,9 @@ def _meter(
 
 @asynccontextmanager
 async def _platform(
-    options: RunOptions, target: str, auth: Authenticator | None
+    options: RunOptions, config: Config, target: str, auth: Authenticator | None
 ) -> AsyncIterator[tuple[str, Authenticator, tuple[str, ...]]]:
-    """The platform to send to: the configured one, or a simulator started here."""
+    """The platform to send to: the configured one, or a simulator of its profile started here."""
     if not options.simulate:
         assert auth is not None
         yield target, auth, secret_values(auth)
@@ -456,9 +458,21 @@ async def _platform(
     from dispatcher.simulator import SimulatorConfig, running_simulator
 
     key = secrets.token_urlsafe(24)
-    async with running_simulator(SimulatorConfig(api_key=key), host="127.0.0.1", port=0) as sim:
+    sim_config = SimulatorConfig(api_key=key)
+    simulated: Authenticator = ApiKeyAuth(Secret(key))
+    if not config.profile.api_key:
+        # A console that takes tokens only: a user token signed with a throwaway access key.
+        access = base64.b64encode(secrets.token_bytes(32)).decode()
+        sim_config = SimulatorConfig(
+            api_key=key, platform=config.platform, user_id="simulated", access_key=access
+        )
+        simulated = TokenAuth(
+            "", Secret(access), res=user_res("simulated"), version=config.profile.token_version
+        )
+        key = access
+    async with running_simulator(sim_config, host="127.0.0.1", port=0) as sim:
         log.info("simulator_started", base_url=sim.base_url)
-        yield sim.base_url, ApiKeyAuth(Secret(key)), (key,)
+        yield sim.base_url, simulated, (key,)
 
 
 async def _watch_signals(

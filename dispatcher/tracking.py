@@ -23,6 +23,7 @@ from dispatcher.clock import unix_now
 from dispatcher.ledger import Delivered, Ledger, Queued
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Outcome
+from dispatcher.platforms import cancel_path, detail_path
 
 log = structlog.get_logger("dispatcher.tracking")
 
@@ -137,7 +138,7 @@ async def track_pass(
 
     async def ask(row: Queued) -> Delivered | None:
         report.asked += 1
-        detail = await platform.ask(f"/nbiot/offline/history/{row.uuid}", [("imei", row.imei)])
+        detail = await platform.ask(detail_path(row.uuid), [("imei", row.imei)])
         if isinstance(detail, Outcome):
             report.unanswered += 1
             if len(report.notes) < 50:
@@ -200,9 +201,7 @@ async def cancel_pass(
 
     async def cancel(row: Queued) -> Delivered | None:
         report.asked += 1
-        answer = await platform.ask(
-            f"/nbiot/offline/cancel/{row.uuid}", [("imei", row.imei)], method="PUT"
-        )
+        answer = await platform.ask(cancel_path(row.uuid), [("imei", row.imei)], method="PUT")
         if not isinstance(answer, Outcome):
             report.cancelled += 1
             report.states["cancelled"] += 1
@@ -214,7 +213,7 @@ async def cancel_pass(
             return None
         # Refused: the errno for "no longer waiting" is not documented, so look.
         await limiter.acquire()
-        detail = await platform.ask(f"/nbiot/offline/history/{row.uuid}", [("imei", row.imei)])
+        detail = await platform.ask(detail_path(row.uuid), [("imei", row.imei)])
         if isinstance(detail, Outcome):
             report.unanswered += 1
             return None

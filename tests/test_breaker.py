@@ -60,10 +60,11 @@ def test_api_down_stops_with_exit_4_and_resumes(
         assert 120 == len(sim.commands)
 
 
-def test_revoked_key_reopens_rows_it_failed(
+def test_revoked_key_stops_at_once_with_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A key the platform refuses: rows answered "auth failed" before the trip are reopened, not failed."""
+    """A key the platform refuses: the run stops at the first "auth failed" (exit 2), sends
+    nothing more than what was in flight, and leaves every row pending, not failed."""
     monkeypatch.setenv("ONENET_API_KEY", "revoked-key")
     job = write_job(tmp_path, 60, concurrency=4)
     config = tmp_path / "c.yaml"
@@ -80,8 +81,9 @@ def test_revoked_key_reopens_rows_it_failed(
             "--config",
             str(config),
         ]
-        assert main(args) == 4
+        assert main(args) == 2
         assert {"pending"} == set(statuses(ledger))
+        assert len(sim.requests) <= 4  # the job's concurrency: those already in flight
         monkeypatch.setenv("ONENET_API_KEY", API_KEY)
         assert main(args) == 0
         assert 120 == len(sim.commands)

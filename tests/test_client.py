@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -92,6 +96,14 @@ def test_valid_time_already_passed_is_left_out() -> None:
         (502, b"", Kind.IN_DOUBT),
         (404, b"", Kind.FAILED),
         (500, b'{"errno":6,"error":"invalid parameter"}', Kind.FAILED),
+        # the newer console's envelope
+        (200, b'{"code":0,"msg":"succ","data":{"uuid":"u-1"},"request_id":"r"}', Kind.OK),
+        (200, b'{"code":0,"msg":"succ","data":{},"request_id":"r"}', Kind.IN_DOUBT),
+        (200, b'{"code":10001,"msg":"something new","request_id":"r"}', Kind.FAILED),
+        (200, b'{"code":7,"msg":"service internal error"}', Kind.RETRY),
+        (403, b'{"code":"10403","msg":"not a number"}', Kind.FAILED),
+        (200, b'{"code":true,"msg":"a bool is no code"}', Kind.IN_DOUBT),
+        (200, b'{"errno":0,"code":5,"data":{"uuid":"u-1"}}', Kind.OK),  # errno wins
     ],
 )
 def test_answers_are_classified(status: int, body: bytes | None, kind: Kind) -> None:
@@ -114,6 +126,39 @@ def test_answers_are_classified(status: int, body: bytes | None, kind: Kind) -> 
 def test_errnos_are_classified_by_number_and_text(errno: int, text: str, kind: Kind) -> None:
     """The errno table, with errno 1 and 5106 decided by their text."""
     assert kind == classify_errno(errno, text, 200).kind
+
+
+def test_a_code_failure_keeps_its_text_and_request_id() -> None:
+    outcome = _classify(200, b'{"code":10001,"msg":"no such user","request_id":"ab12"}', None, None)
+    assert (outcome.errno, outcome.error) == (10001, "no such user (request_id ab12)")
+    assert not outcome.auth_refused
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (b'{"errno":1,"error":"auth failed: token expired"}', True),
+        (b'{"errno":2,"error":"api-key required"}', True),
+        (b'{"code":1,"msg":"auth failed","request_id":"r"}', True),
+        (b'{"errno":1,"error":"internal server error"}', False),
+        (b'{"errno":8,"error":"not found"}', False),
+    ],
+)
+def test_auth_refusals_are_told_apart(body: bytes, refused: bool) -> None:
+    """A refusal of our credentials is flagged (the engine stops the run on it)."""
+    assert refused == _classify(200, body, None, None).auth_refused
+
+
+def test_user_token_signature_is_pinned() -> None:
+    """The newer console's user token: the same formula over userid/<id> and 2022-05-01."""
+    key = "KuF3NT/jUBJ62LNBB/A8XZA9CqS3Cu79B/ABmfA1UCw="
+    token = sign_token("", key, 1537255523, "sha1", res="userid/12345", version="2022-05-01")
+    message = b"1537255523\nsha1\nuserid/12345\n2022-05-01"
+    sign = base64.b64encode(hmac.new(base64.b64decode(key), message, hashlib.sha1).digest())
+    assert token == (
+        "version=2022-05-01&res=userid%2F12345&et=1537255523&method=sha1&sign="
+        + quote(sign.decode(), safe="")
+    )
 
 
 def test_token_signature_is_pinned() -> None:

@@ -75,12 +75,61 @@ def test_no_error_path_shows_the_key(
     codes.append(main(["validate", str(broken)]))
     codes.append(main(["export", str(ledger)]))
     codes.append(main(["export", str(ledger), "--format", "csv", "-o", str(tmp_path / "out.csv")]))
-    assert {4, 2, 1, 0} <= set(codes)
+    # 2: the refused key and token, the bad URL, the broken job; 4: nothing listening
+    assert {4, 2, 0} <= set(codes)
     out, err = capfd.readouterr()
     assert CANARY not in out + err
     assert "canary-access-key" not in out + err
     files = _everything_in(tmp_path)
     assert CANARY.encode() not in files
+    assert b"canary-access-key" not in files
+
+
+@pytest.mark.parametrize("platform", ["legacy", "studio"])
+def test_no_path_shows_the_access_key_on_either_console(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    platform: str,
+) -> None:
+    """A token signed with a canary access key, on each console: refused (wrong user or
+    product, expired), accepted, tracked, cancelled, reconciled, dry-run, exported: the
+    access key (as configured or decoded) is in no output and no file."""
+    monkeypatch.setenv("ONENET_ACCESS_KEY", ACCESS)
+    monkeypatch.delenv("ONENET_API_KEY", raising=False)
+    job = write_job(tmp_path, 6, concurrency=2)
+    ledger = tmp_path / "l.sqlite"
+    who = "user_id: u-7" if platform == "studio" else "product_id: '42'"
+    auth = f"auth:\n  method: token\n  {who}\n  token_lifetime: 2592000\n"
+    good = tmp_path / "good.yaml"
+    good.write_text(f"platform: {platform}\n{auth}")
+    other = tmp_path / "other.yaml"
+    other.write_text(f"platform: {platform}\n{auth.replace('7', '8').replace('42', '43')}")
+    knobs: dict[str, object] = {"platform": platform, "access_key": ACCESS, "product_id": "42"}
+    if platform == "studio":
+        knobs["user_id"] = "u-7"
+    codes = []
+    with simulator(delivery=True, wake_interval=10**6, **knobs) as sim:
+        base = ["--base-url", sim.base_url, "--ledger", str(ledger)]
+        codes.append(main(["run", str(job), *base, "--config", str(other), "--run-id", "o"]))
+        sim.config.now = 40 * 86400.0
+        codes.append(main(["run", str(job), *base, "--config", str(good), "--run-id", "x"]))
+        sim.config.now = None
+        codes.append(main(["run", str(job), *base, "--config", str(good), "--run-id", "ok"]))
+        codes.append(main(["run", str(job), "--dry-run", "--config", str(good)]))
+        ask = ["--base-url", sim.base_url, "--config", str(good)]
+        codes.append(main(["track", str(ledger), "--run-id", "ok", *ask]))
+        codes.append(main(["track", str(ledger), "--run-id", "ok", "--config", str(other)]))
+        codes.append(main(["cancel", str(ledger), "--run-id", "ok", *ask]))
+        codes.append(main(["reconcile", str(ledger), *ask]))
+        codes.append(main(["export", str(ledger)]))
+        assert 6 * 2 == len(sim.commands)
+    assert [2, 2, 0, 0, 1, 2, 0, 0, 0] == codes  # track: 1, commands still waiting
+    out, err = capfd.readouterr()
+    assert ACCESS not in out + err
+    assert "canary-access-key" not in out + err
+    files = _everything_in(tmp_path)
+    assert ACCESS.encode() not in files
     assert b"canary-access-key" not in files
 
 
@@ -97,6 +146,7 @@ def test_help_and_reprs_do_not_show_the_key(monkeypatch: pytest.MonkeyPatch) -> 
     assert CANARY not in repr(Secret(CANARY)) + str(Secret(CANARY))
     assert CANARY not in repr(ApiKeyAuth(Secret(CANARY)))
     assert ACCESS not in repr(TokenAuth("42", Secret(ACCESS)))
+    assert ACCESS not in repr(TokenAuth("", Secret(ACCESS), res="userid/7", version="2022-05-01"))
 
 
 def test_the_key_is_never_taken_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:

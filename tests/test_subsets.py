@@ -179,7 +179,9 @@ def test_reconcile_after_an_accepted_change_compares_with_what_was_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Lost answers, then a fleet value changed: the accepted resume finds the commands that
-    were queued (as they were sent) instead of sending the new value a second time."""
+    were queued where what was sent can be compared, keeps the changed device in doubt (the
+    ledger holds only a hash of what it was sent: nothing to compare with), and never sends
+    the new value a second time."""
     job = _job(tmp_path)
     ledger = tmp_path / "ledger.sqlite"
     with simulator(drop_after_queue_rate=1.0) as sim:
@@ -192,13 +194,21 @@ def test_reconcile_after_an_accepted_change_compares_with_what_was_sent(
         sim.config.drop_after_queue_rate = 0.0
         _fleet(tmp_path / "south.csv", SOUTH, {SOUTH[0]: "10.7.7.7"})
         assert 2 == run(job, sim, ledger, "--fleet", "south")
-        assert 0 == run(job, sim, ledger, "--accept-changed-fleet")
+        assert 1 == run(job, sim, ledger, "--accept-changed-fleet")
         writes = Counter(c.imei for c in sim.commands if c.op == "write")
         body = next(c.body for c in sim.commands if c.imei == SOUTH[0] and c.op == "write")
         assert set(writes) == {*NORTH, *SOUTH} and {1} == set(writes.values())
-        # once accepted and settled, the change is not refused again (a new device: a full check)
+        capsys.readouterr()
+        assert 0 == main(["export", str(ledger)])
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {(SOUTH[0], 0)} == {
+            (r["imei"], r["command"]) for r in rows if r["status"] == "in_doubt"
+        }
+        # the changed device is not settled: a later resume must accept the change again
         _fleet(tmp_path / "south.csv", [*SOUTH, imei(7, "86582007")], {SOUTH[0]: "10.7.7.7"})
-        assert 0 == run(job, sim, ledger)
-        assert len(sim.commands) == 2 * 51
+        assert 2 == run(job, sim, ledger)
+        assert 1 == run(job, sim, ledger, "--accept-changed-fleet")
+        # every command once; the changed device's read waits behind its in-doubt write
+        assert len(sim.commands) == 2 * 51 - 1
+        assert len({(c.imei, c.op) for c in sim.commands}) == 2 * 51 - 1
     assert body == {"data": [{"res_id": 5750, "val": "10.0.0.1"}]}
-    assert _state(capsys, ledger) == ("finished", 0)

@@ -16,6 +16,11 @@ Platform endpoints (need `api-key`, or a signed `authorization` token when
     PUT  /nbiot/offline/cancel/{uuid}    ?imei   (a waiting command -> send_status 2)
     PUT  /nbiot/offline/cancel/all       ?imei
 
+With `platform="studio"` the same endpoints are served under /nb-iot/ instead (the
+newer console), and only a signed token is accepted: `userid/<user_id>` at version
+2022-05-01, or `products/<product_id>` (auth.py). `envelope="code"` answers
+{"code", "msg", "request_id", "data"} instead of {"errno", "error", "data"}.
+
 With `delivery` on, devices wake on a schedule (sped up by `clock_speed`), receive
 their waiting commands whose trigger matches, and answer them; history, detail,
 cancel and the 10-command cap follow (delivery.py, docs/simulator.md).

@@ -1,7 +1,9 @@
 """Run the simulator by hand: `python -m dispatcher.simulator --port 8080`.
 
 The accepted key is read from the environment variable ONENET_SIM_API_KEY (default
-"simulator-api-key") so it never shows in a process list; it is never printed.
+"simulator-api-key") so it never shows in a process list; it is never printed. With
+--user-id or --product-id, tokens signed with the base64 access key in
+ONENET_SIM_ACCESS_KEY are accepted (on --platform studio, only tokens).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--platform", choices=("legacy", "studio"), default="legacy")
+    parser.add_argument("--user-id", default=None, help="accept tokens for res userid/ID")
+    parser.add_argument("--product-id", default=None, help="accept tokens for res products/ID")
     parser.add_argument(
         "--keepalive-timeout",
         type=float,
@@ -41,6 +46,12 @@ def main() -> None:
     try:
         config = SimulatorConfig(
             api_key=os.environ.get("ONENET_SIM_API_KEY", "simulator-api-key"),
+            platform=args.platform,
+            user_id=args.user_id,
+            product_id=args.product_id,
+            access_key=(
+                os.environ.get("ONENET_SIM_ACCESS_KEY") if args.user_id or args.product_id else None
+            ),
             latency=args.latency,
             seed=args.seed,
             delivery=args.delivery,

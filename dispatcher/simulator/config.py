@@ -43,6 +43,14 @@ DetailForm = Literal["text", "data_text", "object", "pairs", "unparseable"]
 DETAIL_FORMS: tuple[DetailForm, ...] = get_args(DetailForm)
 TypeCase = Literal["upper", "lower"]
 TYPE_CASES: tuple[TypeCase, ...] = get_args(TypeCase)
+Platform = Literal["legacy", "studio"]
+"""Which console is served: legacy under /nbiot/ (api-key or product token), studio
+under /nb-iot/ (signed tokens only)."""
+PLATFORMS: tuple[Platform, ...] = get_args(Platform)
+Envelope = Literal["errno", "code"]
+"""How answers are written: {"errno", "error", "data"}, or {"code", "msg", "data",
+"request_id"} (what the newer console may answer)."""
+ENVELOPES: tuple[Envelope, ...] = get_args(Envelope)
 
 Garble = Literal["not_json", "no_uuid", "wrong_content_type", "huge", "html_error"]
 """The kinds of unreadable or misleading answer the `garble` knob picks from."""
@@ -75,9 +83,14 @@ class SimulatorConfig:
     """How the simulated platform behaves.
 
     Auth:
-        api_key: the one `api-key` header value accepted.
-        product_id, access_key: when both are set, an `authorization` token signed
-            with `access_key` (base64) for `products/<product_id>` is accepted too.
+        platform: "legacy" serves /nbiot/... and takes the `api-key` header (and a
+            token when configured); "studio" serves /nb-iot/... and takes a token only.
+        api_key: the one `api-key` header value accepted (legacy).
+        product_id, user_id, access_key: with `access_key` and either id set, an
+            `authorization` token signed with `access_key` (base64) is accepted for
+            `products/<product_id>` (version 2018-10-31; on studio 2022-05-01 too) or
+            `userid/<user_id>` (studio only, version 2022-05-01).
+        envelope: "errno" (the contract's) or "code" (code/msg/request_id).
     Timing:
         latency: seconds slept before every platform answer.
         latency_jitter: up to this many seconds more, drawn uniformly.
@@ -140,6 +153,9 @@ class SimulatorConfig:
     api_key: str = field(default="simulator-api-key", repr=False)
     product_id: str | None = None
     access_key: str | None = field(default=None, repr=False)
+    platform: Platform = "legacy"
+    user_id: str | None = None
+    envelope: Envelope = "errno"
     latency: float = 0.0
     latency_jitter: float = 0.0
     error_rate: float = 0.0
@@ -178,7 +194,9 @@ class SimulatorConfig:
 
     @property
     def token_auth(self) -> bool:
-        return self.product_id is not None and self.access_key is not None
+        return self.access_key is not None and (
+            self.product_id is not None or self.user_id is not None
+        )
 
     def validate(self) -> None:
         """Raise ValueError on a knob no test could mean."""
@@ -230,8 +248,13 @@ class SimulatorConfig:
             raise ValueError("error_errno must not be 0: it would read as success")
         if not self.api_key:
             raise ValueError("api_key must not be empty")
-        if (self.product_id is None) != (self.access_key is None):
-            raise ValueError("product_id and access_key are set together or not at all")
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}")
+        if self.envelope not in ENVELOPES:
+            raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}")
+        has_id = self.product_id is not None or self.user_id is not None
+        if has_id != (self.access_key is not None):
+            raise ValueError("access_key is set together with product_id or user_id, or not at all")
         if self.access_key is not None:
             try:
                 base64.b64decode(self.access_key, validate=True)
@@ -269,9 +292,17 @@ class SimulatorConfig:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check one JSON value against the knob's type; JSON has no sets or callables."""
-    if key in ("api_key", "error_text", "garble", "detail_form", "type_case"):
+    if key in (
+        "api_key",
+        "error_text",
+        "garble",
+        "detail_form",
+        "type_case",
+        "platform",
+        "envelope",
+    ):
         return _expect(key, value, str)
-    if key in ("product_id", "access_key"):
+    if key in ("product_id", "access_key", "user_id"):
         return None if value is None else _expect(key, value, str)
     if key in (*_RATES, *_DURATIONS, "clock_speed", "wake_interval", "confirm_delay"):
         return float(_expect_number(key, value))

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from dispatcher.simulator import errnos, history, rules
 from dispatcher.simulator.auth import check_auth
-from dispatcher.simulator.config import Garble, SimulatorConfig
+from dispatcher.simulator.config import Envelope, Garble, Platform, SimulatorConfig
 from dispatcher.simulator.errnos import Rejection, invalid
 from dispatcher.simulator.rules import Op
 from dispatcher.simulator.sim import Simulator
@@ -64,8 +64,12 @@ class Outcome:
     def succ(cls, data: Any = None) -> Outcome:
         return cls(errnos.OK, errnos.TEXTS[errnos.OK], data)
 
-    def body(self) -> dict[str, Any]:
-        answer: dict[str, Any] = {"errno": self.errno, "error": self.error}
+    def body(self, envelope: Envelope = "errno") -> dict[str, Any]:
+        answer: dict[str, Any]
+        if envelope == "code":
+            answer = {"code": self.errno, "msg": self.error, "request_id": uuidlib.uuid4().hex}
+        else:
+            answer = {"errno": self.errno, "error": self.error}
         if self.data is not None:
             answer["data"] = self.data
         return answer
@@ -88,26 +92,38 @@ _EARLY_HTML = Early(200, "text/html", _HTML_ERROR_PAGE)
 Endpoint = Callable[[Simulator, web.Request, RequestRecord], Awaitable[Outcome]]
 
 
+# Each console's path prefix; both are routed, and a request under the prefix of the
+# console not being served is answered 404, as the other host would.
+PREFIXES: dict[Platform, str] = {"legacy": "/nbiot", "studio": "/nb-iot"}
+
+
 def routes(sim: Simulator) -> list[web.RouteDef]:
     def bind(
-        endpoint: Endpoint, *, queues: bool = False
+        platform: Platform, endpoint: Endpoint, *, queues: bool = False
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
+            if sim.config.platform != platform:
+                raise web.HTTPNotFound()
             return await _serve(sim, request, endpoint, queues=queues)
 
         return handler
 
-    return [
-        web.post("/nbiot/offline", bind(_write, queues=True)),
-        # No HEAD twin: a HEAD would run the read and queue a command.
-        web.get("/nbiot/offline", bind(_read, queues=True), allow_head=False),
-        web.post("/nbiot/execute/offline", bind(_execute, queues=True)),
-        web.get("/nbiot/offline/history", bind(_history), allow_head=False),
-        web.get("/nbiot/offline/history/{uuid}", bind(_detail), allow_head=False),
-        # Registered before {uuid} so that "all" is not taken for a command id.
-        web.put("/nbiot/offline/cancel/all", bind(_cancel_all)),
-        web.put("/nbiot/offline/cancel/{uuid}", bind(_cancel)),
-    ]
+    table: list[web.RouteDef] = []
+    for platform, prefix in PREFIXES.items():
+        table += [
+            web.post(f"{prefix}/offline", bind(platform, _write, queues=True)),
+            # No HEAD twin: a HEAD would run the read and queue a command.
+            web.get(f"{prefix}/offline", bind(platform, _read, queues=True), allow_head=False),
+            web.post(f"{prefix}/execute/offline", bind(platform, _execute, queues=True)),
+            web.get(f"{prefix}/offline/history", bind(platform, _history), allow_head=False),
+            web.get(
+                f"{prefix}/offline/history/{{uuid}}", bind(platform, _detail), allow_head=False
+            ),
+            # Registered before {uuid} so that "all" is not taken for a command id.
+            web.put(f"{prefix}/offline/cancel/all", bind(platform, _cancel_all)),
+            web.put(f"{prefix}/offline/cancel/{{uuid}}", bind(platform, _cancel)),
+        ]
+    return table
 
 
 async def _serve(
@@ -159,23 +175,25 @@ async def _answer(
 ) -> web.StreamResponse:
     """The answer as the platform writes it, or garbled the way the `garble` knob says."""
     if outcome.garble is None:
-        return web.json_response(outcome.body())
+        return web.json_response(outcome.body(config.envelope))
     if outcome.garble == "not_json":
         # A JSON text cut off inside the uuid, as a proxy that gave up mid-answer leaves it.
-        text = json.dumps(outcome.body(), separators=(",", ":"))
+        text = json.dumps(outcome.body(config.envelope), separators=(",", ":"))
         assert outcome.uuid is not None, "only a queued answer is cut"
         cut = text[: text.index(outcome.uuid) + len(outcome.uuid) // 2]
         return web.Response(text=cut, content_type="application/json")
     if outcome.garble == "no_uuid":
         return web.json_response({"errno": errnos.OK, "error": errnos.TEXTS[errnos.OK], "data": {}})
     if outcome.garble == "wrong_content_type":
-        return web.Response(text=json.dumps(outcome.body()), content_type="text/html")
+        return web.Response(
+            text=json.dumps(outcome.body(config.envelope)), content_type="text/html"
+        )
     assert outcome.garble == "huge", outcome.garble
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()  # no Content-Length: the client learns the size by reading
     try:
         await response.prepare(request)
-        await response.write(json.dumps(outcome.body()).encode())
+        await response.write(json.dumps(outcome.body(config.envelope)).encode())
         left = config.huge_answer_bytes
         while left > 0:
             await response.write(_HUGE_CHUNK if left >= len(_HUGE_CHUNK) else _HUGE_CHUNK[:left])

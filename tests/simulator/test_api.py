@@ -173,7 +173,7 @@ async def test_devices_view(platform: Platform, sim: Simulator) -> None:
 
 
 def test_config_refuses_nonsense_in_code() -> None:
-    with pytest.raises(ValueError, match="product_id and access_key"):
+    with pytest.raises(ValueError, match="access_key is set together with product_id or user_id"):
         SimulatorConfig(product_id="1")
     with pytest.raises(ValueError, match="error_rate"):
         SimulatorConfig(error_rate=-0.1)
