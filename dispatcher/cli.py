@@ -33,6 +33,7 @@ EXIT_INPUT = 2
 EXIT_ABORTED = 3
 EXIT_UNAVAILABLE = 4
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: a bug of ours
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141: as if SIGPIPE had ended us (`... | head`)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -388,6 +389,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        # written now, while a closed pipe can still be told apart from a bug
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`... | head`): normal in a shell, so end quietly.
+
+    Exit as a program killed by SIGPIPE would (128 + 13), which is what a shell expects of
+    `yes | head`. stdout is pointed at /dev/null first: the interpreter flushes it on exit,
+    and a second EPIPE there would print "Exception ignored ..." on stderr.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_STDOUT_CLOSED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Console(highlight=False, markup=False, soft_wrap=True)
@@ -430,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted", style="bold red")
         return EXIT_SIGINT
+    except BrokenPipeError:
+        raise  # a closed stdout, not a bug: main ends quietly
     except Exception as exc:
         if os.environ.get("ONENET_DISPATCH_DEBUG"):
             raise
