@@ -20,6 +20,7 @@ from rich.console import Console
 from dispatcher import __version__
 from dispatcher.errors import (
     Aborted,
+    CredentialsRefused,
     DispatcherError,
     InputError,
     LedgerError,
@@ -39,7 +40,7 @@ EXIT_SIGTERM = 143
 
 
 def exit_code_for(exc: DispatcherError) -> int:
-    if isinstance(exc, (InputError, RunRefused, LedgerError)):
+    if isinstance(exc, (InputError, RunRefused, LedgerError, CredentialsRefused)):
         return EXIT_INPUT
     if isinstance(exc, PlatformUnavailable):
         return EXIT_UNAVAILABLE

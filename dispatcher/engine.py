@@ -25,7 +25,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from dispatcher.breaker import CircuitBreaker, platform_level
 from dispatcher.client import Transport
 from dispatcher.clock import Clock, unix_now
-from dispatcher.errors import Aborted, DispatcherError, LedgerError, PlatformUnavailable
+from dispatcher.errnos import refuses_credentials
+from dispatcher.errors import (
+    Aborted,
+    CredentialsRefused,
+    DispatcherError,
+    LedgerError,
+    PlatformUnavailable,
+)
 from dispatcher.ledger import Answer, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Kind, Outcome
@@ -53,6 +60,8 @@ class EngineSettings:
     resend_in_doubt: bool = False
     breaker_window: int = 20
     breaker_threshold: float = 0.8
+    # where the key came from, for the message when the platform refuses it (never the key)
+    credentials: str = "the API key"
 
 
 @dataclass
@@ -144,6 +153,9 @@ class Engine:
         self._breaker = CircuitBreaker(settings.breaker_window, settings.breaker_threshold)
         # rows failed by platform-level answers, reopened if the breaker trips
         self._platform_failed: deque[tuple[str, int]] = deque(maxlen=settings.breaker_window)
+        # Once an answer was ok the key works: a later errno 1 "auth failed" is then the
+        # contract's other meaning of it (this IMEI is not the key's product's), a device's failure.
+        self._credentials_accepted = False
 
     def hard_stop(self) -> None:
         """Stop now: requests in flight are abandoned (their rows stay ``sending``)."""
@@ -330,7 +342,10 @@ class Engine:
         for request in requests[work.start :]:
             if self._stop.is_set() or not await self._gate():
                 return  # the rest stay pending: the next run sends them
-            status, errno = await self._command(request)
+            answered = await self._command(request)
+            if answered is None:
+                return  # stopped before it was sent: stays pending
+            status, errno = answered
             self.totals.count(status)
             if status in (Status.OK, Status.FAILED):
                 self._check_abort(status is Status.OK, errno)
@@ -352,18 +367,31 @@ class Engine:
             log.error("rollout_aborted", reason=reason)
             self._stop.set()
 
-    async def _command(self, request: Request) -> tuple[Status, int | None]:
-        """Send one command, retrying what provably did not arrive; record its answer."""
+    async def _command(self, request: Request) -> tuple[Status, int | None] | None:
+        """Send one command, retrying what provably did not arrive; record its answer.
+
+        None when the run stopped while this one waited for its turn: it was never sent.
+        """
         attempts = 0
         cap = self._settings.attempts
         while True:
             await self._limiter.acquire()
+            if attempts == 0 and self._stop.is_set():
+                return None  # no new request once the run is stopping
             if attempts == 0:
                 # Written ahead: durable before the request leaves.
                 await self._writer.sending(request.imei, request.index, unix_now())
             attempts += 1
             self.totals.sent += 1
             outcome = await self._transport.send(request, self._window, self._clock.wall())
+            if refuses_credentials(outcome) and (
+                outcome.errno == 2 or not self._credentials_accepted
+            ):
+                self._refused(outcome)
+                status = Status.PENDING  # refused before anything was queued: resent next run
+                break
+            if outcome.kind is Kind.OK:
+                self._credentials_accepted = True
             if self._breaker.record(outcome):
                 await self._trip(outcome)
             if outcome.kind is not Kind.RETRY:
@@ -410,6 +438,19 @@ class Engine:
             )
         )
         return status, outcome.errno
+
+    def _refused(self, outcome: Outcome) -> None:
+        """The key or token is wrong: stop sending at once; a rerun cannot help until it is fixed."""
+        if isinstance(self.fatal, CredentialsRefused):
+            return  # an answer to a request already in flight when the first refusal came
+        why = outcome.error or f"HTTP {outcome.http_status}"
+        errno = f"errno {outcome.errno}: " if outcome.errno is not None else ""
+        self.fatal = CredentialsRefused(
+            f"the platform refused {self._settings.credentials} ({errno}{why}); nothing more was"
+            " sent and the rows stay pending: fix the key, then run the same command again"
+        )
+        log.error("credentials_refused", errno=outcome.errno, error=why)
+        self._stop.set()
 
     async def _trip(self, outcome: Outcome) -> None:
         """Stop taking work: the platform itself is failing. Rows stay resumable."""

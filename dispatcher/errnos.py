@@ -41,3 +41,17 @@ def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
     return Outcome(
         kind, errno=errno, error=error, http_status=http_status, slow_down=slow, max_attempts=cap
     )
+
+
+def refuses_credentials(outcome: Outcome) -> bool:
+    """Does this answer say the key or token itself is refused (not one device's trouble)?
+
+    errno 2 ("api-key required") always; errno 1 ("auth failed" in the NB table) and 3
+    ("auth failed" in the generic table) when their text says auth; an HTTP 401/403
+    without an errno.
+    """
+    if outcome.errno == 2:
+        return True
+    if outcome.errno in (1, 3):
+        return "auth" in (outcome.error or "").lower()
+    return outcome.errno is None and outcome.http_status in (401, 403)

@@ -4,6 +4,8 @@
     ├── InputError                  bad job, fleet, config or arguments: exit 2, nothing sent
     │   └── ConfigError             the config file or the environment (missing key, bad URL)
     ├── RunRefused                  the ledger says this run must not go on: exit 2
+    ├── CredentialsRefused          the platform refused the API key or token: exit 2, the rows
+    │                               stay pending (a rerun with the right key sends them)
     ├── LedgerError                 the ledger cannot be opened or written: exit 2 before
     │                               sending, otherwise the run stops (resumable)
     ├── PlatformUnavailable         the platform stopped answering (outage): exit 4
@@ -55,6 +57,14 @@ class ConfigError(InputError):
 
 class RunRefused(DispatcherError):
     """The ledger holds a run that this invocation must not continue."""
+
+
+class CredentialsRefused(DispatcherError):
+    """The platform said the key or token is wrong; nothing more is sent, the rows stay pending.
+
+    Not an outage: running the same command again cannot help until the key is fixed.
+    The message names where the key came from, never the key.
+    """
 
 
 class LedgerError(DispatcherError):

@@ -21,7 +21,12 @@ import anyio
 import structlog
 from rich.console import Console
 
-from dispatcher.access import authenticator_for, base_url_from, secret_values
+from dispatcher.access import (
+    authenticator_for,
+    base_url_from,
+    credentials_source,
+    secret_values,
+)
 from dispatcher.auth import ApiKeyAuth, Authenticator
 from dispatcher.check import CheckedJob, check_job, inputs_hash
 from dispatcher.client import OneNetClient
@@ -359,6 +364,9 @@ async def _send_all(
                 resend_in_doubt=options.resend_in_doubt,
                 breaker_window=config.breaker.window,
                 breaker_threshold=config.breaker.threshold,
+                credentials="the simulator's key"
+                if options.simulate
+                else credentials_source(config),
             ),
             stop=stop,
         )
