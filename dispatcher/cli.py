@@ -536,12 +536,24 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         code = exit_code_for(result.fatal)
     elif result.signal is not None:
         code = EXIT_SIGINT if result.signal == signal.SIGINT else EXIT_SIGTERM
+        err.print(
+            f"stopped by {signal.Signals(result.signal).name}; {_resume_hint(args, result.run_id)}",
+            style="yellow",
+            soft_wrap=True,
+        )
     elif result.paused is not None:
         code = EXIT_OK
     else:
         code = EXIT_OK if result.all_ok else EXIT_SOME_FAILED
     # a missing report file must not pass unnoticed in CI
     return EXIT_INPUT if code == EXIT_OK and not outputs_ok else code
+
+
+def _resume_hint(args: argparse.Namespace, run_id: str) -> str:
+    """How to go on with this run. A --simulate run's default id is new each time: name it."""
+    if args.simulate and args.run_id is None:
+        return f"resume: run the same command again with --run-id {run_id}"
+    return f"resume: run the same command again (run id {run_id})"
 
 
 def _run_outputs(

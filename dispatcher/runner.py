@@ -400,7 +400,7 @@ def _meter(
     total = checked.total_requests
     if options.limit is not None:
         total = min(total, initial + options.limit * checked.plan.commands_per_device)
-    return Meter(engine.totals, limiter, total=total, initial_done=initial)
+    return Meter(engine.totals, limiter, total=total, initial=counts)
 
 
 @asynccontextmanager
