@@ -126,7 +126,7 @@ def _csv_devices(
     where = f"fleets[{index}].csv"
     if not path.is_file():
         # the full path: a csv path is read from the job file's folder, not the working directory
-        relative = "" if Path(spec.csv).is_absolute() else "; relative to the job file"
+        relative = "" if Path(str(spec.csv)).is_absolute() else "; relative to the job file"
         problems.error(
             doc.file,
             job_line,
