@@ -91,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  onenet-dispatch run jobs/example.yaml --simulate\n"
             "  ONENET_API_KEY=... onenet-dispatch run jobs/example.yaml --run-id zone-a-2026-11-22\n\n"
-            "exit codes: 0 every row ok; 1 finished with failed, skipped or in-doubt rows;\n"
-            "2 invalid input (nothing sent); 4 platform unavailable; 130/143 stopped by SIGINT/SIGTERM"
+            "exit codes: 0 every row ok (or paused on purpose, with --no-wait); 1 finished with\n"
+            "failed, skipped or in-doubt rows; 2 invalid input (nothing sent), or the platform refused\n"
+            "the key (rows stay pending); 3 the job's abort rule stopped it; 4 platform unavailable\n"
+            "(resumable); 130/143 stopped by SIGINT/SIGTERM (resumable: run the same command again);\n"
+            "141 stdout closed early (| head)"
         ),
     )
     p.add_argument("job", type=Path, metavar="JOB.yaml")
@@ -106,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="results ledger (default: ledger.sqlite beside the job)",
     )
     p.add_argument(
-        "--run-id", metavar="ID", help="run id (default: the job's name); the same id resumes"
+        "--run-id",
+        metavar="ID",
+        help="run id (default: the job's name; with --simulate a new NAME-simulated-TIMESTAMP"
+        " each time); the same id resumes",
     )
     p.add_argument(
         "--base-url", metavar="URL", help="the platform's API base URL (overrides the config)"
