@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# Hypothesis profiles (see "Property tests" in docs/running.md).
+# Hypothesis profiles (the README says the same, under "Set up and run the tests").
 # - No deadline anywhere: a per-example time limit is a timed assertion, and on a busy
 #   shared runner it fails at random for reasons that have nothing to do with the code.
 # - "explore" (the default on a workstation): new random examples on every run, so the
