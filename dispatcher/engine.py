@@ -441,8 +441,9 @@ class Engine:
 
     def _refused(self, outcome: Outcome) -> None:
         """The key or token is wrong: stop sending at once; a rerun cannot help until it is fixed."""
-        if isinstance(self.fatal, CredentialsRefused):
-            return  # an answer to a request already in flight when the first refusal came
+        self._stop.set()
+        if self.fatal is not None:
+            return  # the first reason stands (the answers to requests already in flight)
         why = outcome.error or f"HTTP {outcome.http_status}"
         errno = f"errno {outcome.errno}: " if outcome.errno is not None else ""
         self.fatal = CredentialsRefused(
@@ -450,7 +451,6 @@ class Engine:
             " sent and the rows stay pending: fix the key, then run the same command again"
         )
         log.error("credentials_refused", errno=outcome.errno, error=why)
-        self._stop.set()
 
     async def _trip(self, outcome: Outcome) -> None:
         """Stop taking work: the platform itself is failing. Rows stay resumable."""

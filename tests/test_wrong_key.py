@@ -16,7 +16,7 @@ from dispatcher.cli import EXIT_INPUT, EXIT_OK, main
 from dispatcher.errnos import refuses_credentials
 from dispatcher.ledger import Ledger
 from dispatcher.outcome import Kind, Outcome
-from tests.helpers import API_KEY, simulator, write_job
+from tests.helpers import API_KEY, imei, simulator, write_job
 
 WRONG_KEY = "wrong-key-3b9d7e"
 DEVICES = 60
@@ -95,3 +95,41 @@ def test_which_answers_refuse_the_credentials(
     kind = Kind.FAILED if errno is not None else Kind.RETRY
     outcome = Outcome(kind, errno=errno, error=error, http_status=http)
     assert refused == refuses_credentials(outcome)
+
+
+def test_once_the_key_worked_auth_failed_is_one_devices_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """errno 1 "auth failed" also means "this IMEI is not the key's product's". After an ok
+    answer (one request at a time, so the first device's ok comes first), it fails that
+    device alone and the run goes on."""
+    job = write_job(tmp_path, 12, concurrency=1)
+    ledger = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+    foreign = imei(5)
+    with simulator(foreign_imeis={foreign}) as sim:
+        code = main(["run", str(job), "--base-url", sim.base_url, "--ledger", str(ledger)])
+        queued = {(c.imei, c.op) for c in sim.commands}
+    assert 1 == code  # finished, one device failed
+    with Ledger(ledger) as db:
+        rows = {(r["imei"], r["command"]): (r["status"], r["errno"]) for r in db.items("test-job")}
+    assert ("failed", 1) == rows[(foreign, 0)]
+    assert "skipped" == rows[(foreign, 1)][0]
+    assert {"ok"} == {s for (i, _), (s, _) in rows.items() if i != foreign}
+    assert 22 == len(queued)
+
+
+def test_a_foreign_device_first_stops_the_run_as_a_refused_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented limit: before any ok, errno 1 "auth failed" cannot be told from a wrong
+    key, so the run stops with every row pending (docs/running.md, "A refused key")."""
+    job = write_job(tmp_path, 5, concurrency=1)
+    ledger = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+    with simulator(foreign_imeis={imei(0)}) as sim:
+        code = main(["run", str(job), "--base-url", sim.base_url, "--ledger", str(ledger)])
+        assert 1 == len(sim.requests)
+    assert EXIT_INPUT == code
+    assert {"pending": 10} == _all_rows(ledger, "test-job")
+    assert "device is not in this product" in capsys.readouterr().err
