@@ -40,6 +40,16 @@ def authenticator_for(config: Config) -> Authenticator:
     return ApiKeyAuth(api_key(config))
 
 
+def credentials_source(config: Config) -> str:
+    """Where the key comes from, for messages: the variable or the file, never the key."""
+    if config.auth.method == "token":
+        what, env, file = "access key", config.auth.access_key_env, config.auth.access_key_file
+        what = f"the token signed with the {what}"
+    else:
+        what, env, file = "the API key", config.auth.api_key_env, config.auth.api_key_file
+    return f"{what} from the file {file}" if file else f"{what} from the environment variable {env}"
+
+
 def secret_values(auth: Authenticator) -> tuple[str, ...]:
     """What the client must blank out of any error text."""
     return tuple(auth.headers().values())

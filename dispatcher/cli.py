@@ -20,7 +20,7 @@ from rich.console import Console
 from dispatcher import __version__
 from dispatcher.errors import (
     Aborted,
-    AuthRefused,
+    CredentialsRefused,
     DispatcherError,
     InputError,
     LedgerError,
@@ -34,12 +34,13 @@ EXIT_INPUT = 2
 EXIT_ABORTED = 3
 EXIT_UNAVAILABLE = 4
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: a bug of ours
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141: as if SIGPIPE had ended us (`... | head`)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
 def exit_code_for(exc: DispatcherError) -> int:
-    if isinstance(exc, (InputError, RunRefused, LedgerError, AuthRefused)):
+    if isinstance(exc, (InputError, RunRefused, LedgerError, CredentialsRefused)):
         return EXIT_INPUT
     if isinstance(exc, PlatformUnavailable):
         return EXIT_UNAVAILABLE
@@ -90,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  onenet-dispatch run jobs/example.yaml --simulate\n"
             "  ONENET_API_KEY=... onenet-dispatch run jobs/example.yaml --run-id zone-a-2026-11-22\n\n"
-            "exit codes: 0 every row ok; 1 finished with failed, skipped or in-doubt rows;\n"
-            "2 invalid input (nothing sent); 4 platform unavailable; 130/143 stopped by SIGINT/SIGTERM"
+            "exit codes: 0 every row ok (or paused on purpose, with --no-wait); 1 finished with\n"
+            "failed, skipped or in-doubt rows; 2 invalid input (nothing sent), or the platform refused\n"
+            "the key (rows stay pending); 3 the job's abort rule stopped it; 4 platform unavailable\n"
+            "(resumable); 130/143 stopped by SIGINT/SIGTERM (resumable: run the same command again);\n"
+            "141 stdout closed early (| head)"
         ),
     )
     p.add_argument("job", type=Path, metavar="JOB.yaml")
@@ -105,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="results ledger (default: ledger.sqlite beside the job)",
     )
     p.add_argument(
-        "--run-id", metavar="ID", help="run id (default: the job's name); the same id resumes"
+        "--run-id",
+        metavar="ID",
+        help="run id (default: the job's name; with --simulate a new NAME-simulated-TIMESTAMP"
+        " each time); the same id resumes",
     )
     p.add_argument(
         "--base-url", metavar="URL", help="the platform's API base URL (overrides the config)"
@@ -411,6 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        # written now, while a closed pipe can still be told apart from a bug
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`... | head`): normal in a shell, so end quietly.
+
+    Exit as a program killed by SIGPIPE would (128 + 13), which is what a shell expects of
+    `yes | head`. stdout is pointed at /dev/null first: the interpreter flushes it on exit,
+    and a second EPIPE there would print "Exception ignored ..." on stderr.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_STDOUT_CLOSED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Console(highlight=False, markup=False, soft_wrap=True)
@@ -453,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted", style="bold red")
         return EXIT_SIGINT
+    except BrokenPipeError:
+        raise  # a closed stdout, not a bug: main ends quietly
     except Exception as exc:
         if os.environ.get("ONENET_DISPATCH_DEBUG"):
             raise
@@ -532,12 +565,24 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         code = exit_code_for(result.fatal)
     elif result.signal is not None:
         code = EXIT_SIGINT if result.signal == signal.SIGINT else EXIT_SIGTERM
+        err.print(
+            f"stopped by {signal.Signals(result.signal).name}; {_resume_hint(args, result.run_id)}",
+            style="yellow",
+            soft_wrap=True,
+        )
     elif result.paused is not None:
         code = EXIT_OK
     else:
         code = EXIT_OK if result.all_ok else EXIT_SOME_FAILED
     # a missing report file must not pass unnoticed in CI
     return EXIT_INPUT if code == EXIT_OK and not outputs_ok else code
+
+
+def _resume_hint(args: argparse.Namespace, run_id: str) -> str:
+    """How to go on with this run. A --simulate run's default id is new each time: name it."""
+    if args.simulate and args.run_id is None:
+        return f"resume: run the same command again with --run-id {run_id}"
+    return f"resume: run the same command again (run id {run_id})"
 
 
 def _run_outputs(

@@ -30,7 +30,7 @@ from yarl import URL
 from dispatcher import __version__
 from dispatcher.auth import Authenticator
 from dispatcher.config import HttpConfig
-from dispatcher.errnos import classify_errno
+from dispatcher.errnos import classify_errno, refuses_credentials
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import Request
 from dispatcher.platforms import LEGACY, Profile
@@ -120,6 +120,9 @@ class OneNetClient:
         # The first answer refusing our credentials: after it nothing more is sent
         # (each further request would only be refused again, or lock the account).
         self.auth_refusal: Outcome | None = None
+        # errno 1 "auth failed" also means "this IMEI is not the key's product's": once
+        # the platform has accepted our credentials, it is that one device's failure.
+        self._accepted = False
 
     async def __aenter__(self) -> OneNetClient:
         connector = aiohttp.TCPConnector(
@@ -161,7 +164,13 @@ class OneNetClient:
         return self._note(_classify(reply.status, reply.raw, reply.retry_after, reply.cut))
 
     def _note(self, outcome: Outcome) -> Outcome:
-        if outcome.auth_refused and self.auth_refusal is None:
+        if outcome.kind is Kind.OK:
+            self._accepted = True
+            return outcome
+        refused = refuses_credentials(outcome) and (outcome.errno == 2 or not self._accepted)
+        if refused != outcome.auth_refused:
+            outcome = dataclasses.replace(outcome, auth_refused=refused)
+        if refused and self.auth_refusal is None:
             self.auth_refusal = outcome
         return outcome
 
@@ -200,11 +209,14 @@ class OneNetClient:
                 )
             )
         if reply.status != 200 or answer is None or envelope is None:
-            return Outcome(
-                Kind.RETRY if reply.status in (429, 503) else Kind.FAILED,
-                error=f"HTTP {reply.status}, no usable answer",
-                http_status=reply.status,
+            return self._note(
+                Outcome(
+                    Kind.RETRY if reply.status in (429, 503) else Kind.FAILED,
+                    error=f"HTTP {reply.status}, no usable answer",
+                    http_status=reply.status,
+                )
             )
+        self._accepted = True
         data = answer.get("data")
         return data if isinstance(data, dict) else {}
 

@@ -27,7 +27,7 @@ from dispatcher.client import Transport
 from dispatcher.clock import Clock, unix_now
 from dispatcher.errors import (
     Aborted,
-    AuthRefused,
+    CredentialsRefused,
     DispatcherError,
     LedgerError,
     PlatformUnavailable,
@@ -59,6 +59,8 @@ class EngineSettings:
     resend_in_doubt: bool = False
     breaker_window: int = 20
     breaker_threshold: float = 0.8
+    # where the key came from, for the message when the platform refuses it (never the key)
+    credentials: str = "the API key"
 
 
 @dataclass
@@ -339,7 +341,10 @@ class Engine:
         for request in requests[work.start :]:
             if self._stop.is_set() or not await self._gate():
                 return  # the rest stay pending: the next run sends them
-            status, errno = await self._command(request)
+            answered = await self._command(request)
+            if answered is None:
+                return  # stopped before it was sent: stays pending
+            status, errno = answered
             self.totals.count(status)
             if status in (Status.OK, Status.FAILED):
                 self._check_abort(status is Status.OK, errno)
@@ -361,8 +366,11 @@ class Engine:
             log.error("rollout_aborted", reason=reason)
             self._stop.set()
 
-    async def _command(self, request: Request) -> tuple[Status, int | None]:
-        """Send one command, retrying what provably did not arrive; record its answer."""
+    async def _command(self, request: Request) -> tuple[Status, int | None] | None:
+        """Send one command, retrying what provably did not arrive; record its answer.
+
+        None when the run stopped while this one waited for its turn: it was never sent.
+        """
         attempts = 0
         cap = self._settings.attempts
         while True:
@@ -382,8 +390,8 @@ class Engine:
             self.totals.sent += 1
             outcome = await self._transport.send(request, self._window, self._clock.wall())
             if outcome.auth_refused:
-                # Our key or token, not this device: every further request would be
-                # refused too. Stop; the row stays pending for the run with fixed credentials.
+                # Our key or token, not this device (the client has told the two apart):
+                # every further request would be refused too. Stop; the row stays pending.
                 self._refused(outcome)
                 status = Status.PENDING
                 break
@@ -435,12 +443,17 @@ class Engine:
         return status, outcome.errno
 
     def _refused(self, outcome: Outcome) -> None:
-        if self.fatal is None:
-            self.fatal = AuthRefused.answered(
-                outcome.errno, outcome.error, " and the unsent rows stay pending"
-            )
-            log.error("auth_refused", errno=outcome.errno, error=outcome.error)
+        """The key or token is wrong: stop sending at once; a rerun cannot help until it is fixed."""
         self._stop.set()
+        if self.fatal is not None:
+            return  # the first reason stands (the answers to requests already in flight)
+        why = outcome.error or f"HTTP {outcome.http_status}"
+        errno = f"errno {outcome.errno}: " if outcome.errno is not None else ""
+        self.fatal = CredentialsRefused(
+            f"the platform refused {self._settings.credentials} ({errno}{why}); nothing more was"
+            " sent and the rows stay pending: fix the key, then run the same command again"
+        )
+        log.error("credentials_refused", errno=outcome.errno, error=why)
 
     async def _trip(self, outcome: Outcome) -> None:
         """Stop taking work: the platform itself is failing. Rows stay resumable."""

@@ -53,3 +53,15 @@ def auth_refusal(errno: int, text: str) -> bool:
     """Does this answer refuse our credentials (not one device)? errno 2 "api-key
     required", or errno 1/3 whose text says auth (the tables give both numbers)."""
     return errno == 2 or (errno in (1, 3) and "auth" in text.lower())
+
+
+def refuses_credentials(outcome: Outcome) -> bool:
+    """Does this answer say the key or token itself is refused (not one device's trouble)?
+
+    errno 2 ("api-key required") always; errno 1 ("auth failed" in the NB table) and 3
+    ("auth failed" in the generic table) when their text says auth; an HTTP 401/403
+    without an errno.
+    """
+    if outcome.errno is not None:
+        return auth_refusal(outcome.errno, outcome.error or "")
+    return outcome.http_status in (401, 403)

@@ -4,8 +4,8 @@
     ├── InputError                  bad job, fleet, config or arguments: exit 2, nothing sent
     │   └── ConfigError             the config file or the environment (missing key, bad URL)
     ├── RunRefused                  the ledger says this run must not go on: exit 2
-    ├── AuthRefused                 the platform refused the key or token: exit 2, the
-    │                               run stops at once with its rows pending
+    ├── CredentialsRefused          the platform refused the API key or token: exit 2, the rows
+    │                               stay pending (a rerun with the right key sends them)
     ├── LedgerError                 the ledger cannot be opened or written: exit 2 before
     │                               sending, otherwise the run stops (resumable)
     ├── PlatformUnavailable         the platform stopped answering (outage): exit 4
@@ -59,12 +59,15 @@ class RunRefused(DispatcherError):
     """The ledger holds a run that this invocation must not continue."""
 
 
-class AuthRefused(DispatcherError):
-    """The platform refused our credentials (wrong key or signature, expired token,
-    a resource of another user); nothing more was sent."""
+class CredentialsRefused(DispatcherError):
+    """The platform said the key or token is wrong; nothing more is sent, the rows stay pending.
+
+    Not an outage: running the same command again cannot help until the key is fixed.
+    The message names where the key came from, never the key.
+    """
 
     @classmethod
-    def answered(cls, errno: int | None, error: str | None, then: str) -> AuthRefused:
+    def answered(cls, errno: int | None, error: str | None, then: str) -> CredentialsRefused:
         return cls(
             f"the platform refused the credentials: {error} (errno {errno}); nothing more"
             f" was sent{then}: fix the key, token or auth settings and run the same command again"

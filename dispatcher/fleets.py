@@ -125,7 +125,14 @@ def _csv_devices(
     job_line = doc.line_of(("fleets", index, "csv"))
     where = f"fleets[{index}].csv"
     if not path.is_file():
-        problems.error(doc.file, job_line, where, f'fleet file "{spec.csv}" not found')
+        # the full path: a csv path is read from the job file's folder, not the working directory
+        relative = "" if Path(str(spec.csv)).is_absolute() else "; relative to the job file"
+        problems.error(
+            doc.file,
+            job_line,
+            where,
+            f'fleet file "{spec.csv}" not found (looked for {path}{relative})',
+        )
         return
     try:
         handle = path.open(encoding="utf-8-sig", newline="")

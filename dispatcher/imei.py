@@ -22,6 +22,10 @@ def imei_problem(imei: str) -> str | None:
         return f'imei "{imei}": must be ASCII digits 0-9 (found other digits)'
     if not imei:
         return "imei is empty"
+    other = next((ch for ch in imei if ch not in "0123456789"), None)
+    if other is not None:
+        # "must be 15 digits" would send the reader counting characters that are 15 already
+        return f'imei "{imei}": must be digits only (found "{other}")'
     return f'imei "{imei}": must be 15 digits'
 
 

@@ -279,6 +279,7 @@ class Ledger:
             os.close(fd)
             raise RunRefused(
                 f"ledger {self.path} is in use by {holder}; wait for it to finish"
+                f" (`onenet-dispatch status {self.path}` shows where it stands)"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} (run {run_id})".encode())

@@ -19,7 +19,7 @@ from dispatcher.auth import Authenticator
 from dispatcher.client import OneNetClient
 from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
-from dispatcher.errors import AuthRefused, InputError
+from dispatcher.errors import CredentialsRefused, InputError
 from dispatcher.jobfile import Job, load_job
 from dispatcher.ledger import Ledger, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
@@ -64,7 +64,7 @@ def stop_if_refused(client: OneNetClient) -> None:
     """After a pass: the platform refused our credentials, so the command ends with exit 2."""
     refusal = client.auth_refusal
     if refusal is not None:
-        raise AuthRefused.answered(refusal.errno, refusal.error, "")
+        raise CredentialsRefused.answered(refusal.errno, refusal.error, "")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,12 @@ log = structlog.get_logger("dispatcher.progress")
 
 @dataclass
 class Snapshot:
-    """What the display and the progress events show, computed from the engine's totals."""
+    """What the display and the progress events show, computed from the engine's totals.
+
+    Every row count is of the whole run (rows settled by earlier invocations included),
+    so ``done``, ``ok`` and ``failed`` add up against ``total`` whether the run is new or
+    resumed. ``sent`` alone is this invocation's: requests put on the wire since it started.
+    """
 
     done: int
     total: int
@@ -35,6 +40,7 @@ class Snapshot:
     failed: int
     in_doubt: int
     skipped: int
+    sent: int
     rate: float
     limit: float
     eta_seconds: float | None
@@ -46,16 +52,20 @@ class Snapshot:
 class Meter:
     """Turns the engine's counters into a snapshot, with the rate over the last few seconds."""
 
-    __slots__ = ("_initial_done", "_limiter", "_samples", "_total", "_totals")
+    __slots__ = ("_initial", "_limiter", "_samples", "_total", "_totals")
 
     def __init__(
-        self, totals: Totals, limiter: RateLimiter, *, total: int, initial_done: int
+        self, totals: Totals, limiter: RateLimiter, *, total: int, initial: dict[str, int]
     ) -> None:
         self._totals = totals
         self._limiter = limiter
         self._total = total
-        self._initial_done = initial_done
+        # rows per status settled before this invocation (pending and sending are not settled)
+        self._initial = {k: n for k, n in initial.items() if k not in ("pending", "sending")}
         self._samples: deque[tuple[float, int]] = deque(maxlen=20)
+
+    def _run_count(self, status: str) -> int:
+        return self._initial.get(status, 0) + self._totals.by_status.get(status, 0)
 
     def snapshot(self, now: float) -> Snapshot:
         t = self._totals
@@ -63,7 +73,7 @@ class Meter:
         answered = (
             by.get("ok", 0) + by.get("failed", 0) + by.get("in_doubt", 0) + by.get("skipped", 0)
         )
-        done = min(self._total, self._initial_done + answered)
+        done = min(self._total, sum(self._initial.values()) + answered)
         self._samples.append((now, t.sent))
         first_t, first_sent = self._samples[0]
         rate = (t.sent - first_sent) / (now - first_t) if now > first_t else 0.0
@@ -72,10 +82,11 @@ class Meter:
         return Snapshot(
             done=done,
             total=self._total,
-            ok=by.get("ok", 0),
-            failed=by.get("failed", 0),
-            in_doubt=by.get("in_doubt", 0),
-            skipped=by.get("skipped", 0),
+            ok=self._run_count("ok"),
+            failed=self._run_count("failed"),
+            in_doubt=self._run_count("in_doubt"),
+            skipped=self._run_count("skipped"),
+            sent=t.sent,
             rate=rate,
             limit=self._limiter.per_second,
             eta_seconds=eta,
@@ -129,13 +140,16 @@ async def show_progress(meter: Meter, console: Console, *, interval: float) -> N
         while True:
             await anyio.sleep(interval)
             s = meter.snapshot(anyio.current_time())
+            # run_*: rows of the whole run, earlier invocations included; invocation_*: this one
             log.info(
                 "progress",
-                done=s.done,
-                total=s.total,
-                ok=s.ok,
-                failed=s.failed,
-                in_doubt=s.in_doubt,
+                run_done=s.done,
+                run_total=s.total,
+                run_ok=s.ok,
+                run_failed=s.failed,
+                run_in_doubt=s.in_doubt,
+                run_skipped=s.skipped,
+                invocation_sent=s.sent,
                 rate=round(s.rate, 1),
                 limit=s.limit,
                 eta_seconds=None if s.eta_seconds is None else round(s.eta_seconds),

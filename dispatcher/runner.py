@@ -23,7 +23,12 @@ import anyio
 import structlog
 from rich.console import Console
 
-from dispatcher.access import authenticator_for, base_url_from, secret_values
+from dispatcher.access import (
+    authenticator_for,
+    base_url_from,
+    credentials_source,
+    secret_values,
+)
 from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth, user_res
 from dispatcher.check import CheckedJob, check_job, inputs_hash
 from dispatcher.client import OneNetClient
@@ -410,6 +415,9 @@ async def _send_all(
                 resend_in_doubt=options.resend_in_doubt,
                 breaker_window=config.breaker.window,
                 breaker_threshold=config.breaker.threshold,
+                credentials="the simulator's key"
+                if options.simulate
+                else credentials_source(config),
             ),
             stop=stop,
         )
@@ -443,7 +451,7 @@ def _meter(
     total = checked.total_requests
     if options.limit is not None:
         total = min(total, initial + options.limit * checked.plan.commands_per_device)
-    return Meter(engine.totals, limiter, total=total, initial_done=initial)
+    return Meter(engine.totals, limiter, total=total, initial=counts)
 
 
 @asynccontextmanager

@@ -1,8 +1,25 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles (the README says the same, under "Set up and run the tests").
+# - No deadline anywhere: a per-example time limit is a timed assertion, and on a busy
+#   shared runner it fails at random for reasons that have nothing to do with the code.
+# - "explore" (the default on a workstation): new random examples on every run, so the
+#   properties keep looking for bugs; a failure is saved in .hypothesis/ and replayed.
+# - "ci" (when CI is set): the same examples on every run (derandomize), so a pull
+#   request's result depends on its code alone. That alone would hide bugs, which is why
+#   the known hard cases (DST gaps and folds, ...) are pinned with @example in the tests
+#   and a workstation run still explores. HYPOTHESIS_PROFILE picks one by name.
+settings.register_profile("explore", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "explore")
+)
 
 
 @pytest.fixture

@@ -60,11 +60,13 @@ def test_api_down_stops_with_exit_4_and_resumes(
         assert 120 == len(sim.commands)
 
 
-def test_revoked_key_stops_at_once_with_exit_2(
+def test_revoked_key_stops_with_exit_2_not_as_an_outage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A key the platform refuses: the run stops at the first "auth failed" (exit 2), sends
-    nothing more than what was in flight, and leaves every row pending, not failed."""
+    """A key refused from the start is not an outage (exit 4) but bad input (exit 2); no row failed.
+
+    (tests/test_wrong_key.py follows the same case request by request.)
+    """
     monkeypatch.setenv("ONENET_API_KEY", "revoked-key")
     job = write_job(tmp_path, 60, concurrency=4)
     config = tmp_path / "c.yaml"

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "deploy" / "systemd"
 SERVICE = SYSTEMD / "onenet-dispatch@.service"
 TIMER = SYSTEMD / "onenet-dispatch@.timer"
+TRACK_SERVICE = SYSTEMD / "onenet-dispatch-track@.service"
+TRACK_TIMER = SYSTEMD / "onenet-dispatch-track@.timer"
+SERVICES = [SERVICE, TRACK_SERVICE]
 SYSUSERS = SYSTEMD / "onenet-dispatch.sysusers"
 CONFIG = SYSTEMD / "config.yaml"
 GITHUB = ROOT / "deploy" / "ci" / "github-actions.yml"
@@ -109,7 +112,8 @@ def stub(tmp_path: Path) -> tuple[Path, Path]:
         f"#!{sys.executable}\n"
         "import json, os, sys\n"
         "with open(os.environ['STUB_ARGV_LOG'], 'a') as f:\n"
-        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n",
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "sys.exit(int(os.environ.get('STUB_EXIT_' + sys.argv[1].upper(), '0')))\n",
         encoding="utf-8",
     )
     exe.chmod(0o755)
@@ -120,14 +124,22 @@ def recorded(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
 
 
-def service_argv(stub: tuple[Path, Path], tmp_path: Path) -> list[str]:
-    """The arguments the service's ExecStart= passes to the tool, by running it through sh."""
+def service_argv(
+    stub: tuple[Path, Path],
+    tmp_path: Path,
+    unit: Path = SERVICE,
+    setting: str = "ExecStart",
+    verb: str = "run",
+) -> list[str]:
+    """The arguments a unit's ExecStart= (or another Exec setting) passes to the tool, run through sh."""
     exe, log = stub
-    settings = unit_settings(SERVICE)
-    [exec_start] = settings["ExecStart"]
+    if log.exists():
+        log.unlink()
+    settings = unit_settings(unit)
+    [exec_start] = settings[setting]
     shell, flag, script = shlex.split(resolve(exec_start))
     assert ("/bin/sh", "-c") == (shell, flag)
-    assert script.startswith(f"exec {TOOL} run "), "docs/deploy.md installs the tool there"
+    assert script.startswith(f"exec {TOOL} {verb} "), "docs/deploy.md installs the tool there"
     env = {
         "STATE_DIRECTORY": f"/var/lib/{settings['StateDirectory'][0]}",
         "PATH": os.environ["PATH"],
@@ -216,13 +228,16 @@ def test_units_pass_systemd_analyze_verify() -> None:
             "--recursive-errors=no",
             str(SERVICE),
             str(TIMER),
+            str(TRACK_SERVICE),
+            str(TRACK_TIMER),
         ]
     )
     assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
 
 
-def test_service_sandbox_is_rated_ok_offline() -> None:
-    """systemd-analyze's offline security review rates the service's exposure at most 2.0."""
+@pytest.mark.parametrize("unit", SERVICES, ids=["rollout", "track"])
+def test_service_sandbox_is_rated_ok_offline(unit: Path) -> None:
+    """systemd-analyze's offline security review rates each service's exposure at most 2.0."""
     done = run(
         [
             tool("systemd-analyze"),
@@ -230,7 +245,7 @@ def test_service_sandbox_is_rated_ok_offline() -> None:
             "--offline=yes",
             "--threshold=20",
             "--no-pager",
-            str(SERVICE),
+            str(unit),
         ]
     )
     assert 0 == done.returncode, done.stdout + done.stderr
@@ -284,6 +299,53 @@ def test_service_may_write_what_it_writes(stub: tuple[Path, Path], tmp_path: Pat
     assert str(metrics.parent) in writable
 
 
+def test_track_service_follows_the_days_run_once_it_exists(
+    stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The track unit checks that today's run exists (status), then watches its delivery."""
+    days = {utc8_day()}
+    condition = service_argv(stub, tmp_path, TRACK_SERVICE, "ExecCondition", "status")
+    argv = service_argv(stub, tmp_path, TRACK_SERVICE, "ExecStart", "track")
+    days.add(utc8_day())
+    ledger = f"/var/lib/onenet-dispatch/{INSTANCE}.sqlite"
+    assert condition[3] in {f"{INSTANCE}-{day}" for day in days}
+    assert argv[3] == condition[3]
+    assert ["status", ledger, "--run-id", condition[3], "--format", "json"] == condition
+    assert [
+        "track",
+        ledger,
+        "--run-id",
+        argv[3],
+        "--watch",
+        "--interval",
+        "10m",
+        "--config",
+        CONFIG_PATH,
+    ] == argv
+    for parsed in (parse_run(condition), parse_run(argv)):
+        assert ledger == str(parsed.ledger)
+    assert parse_run(argv).watch
+    # the rollout's ledger, the rollout's run id
+    rollout = service_argv(stub, tmp_path)
+    assert rollout[rollout.index("--ledger") + 1] == ledger
+    assert rollout[rollout.index("--run-id") + 1] == argv[3]
+
+
+def test_track_unit_fails_when_delivery_did_not_succeed() -> None:
+    """For the track unit, 1 is the verdict (the watch ended, some commands did not succeed):
+    it fails the unit, for OnFailure=; only a stop counts as success besides 0."""
+    settings = unit_settings(TRACK_SERVICE)
+    [success] = settings["SuccessExitStatus"]
+    assert {str(cli.EXIT_SIGINT), str(cli.EXIT_SIGTERM)} <= set(success.split())
+    assert str(cli.EXIT_SOME_FAILED) not in success.split()
+    assert settings["LoadCredential"] == unit_settings(SERVICE)["LoadCredential"]
+    assert settings["User"] == unit_settings(SERVICE)["User"]
+    assert settings["StateDirectory"] == unit_settings(SERVICE)["StateDirectory"]
+    timer = unit_settings(TRACK_TIMER)
+    assert ["true"] == timer["Persistent"]
+    assert "Unit" not in timer  # the timer starts the service of its own name
+
+
 def test_only_trouble_fails_the_unit() -> None:
     """Finished-with-failed-rows and a stop are success to systemd; bad input, abort, outage, a bug fail."""
     [success] = unit_settings(SERVICE)["SuccessExitStatus"]
@@ -300,9 +362,10 @@ def test_stop_timeout_outlasts_the_shutdown_grace() -> None:
     assert seconds >= ShutdownConfig().grace + 15
 
 
-def test_service_takes_the_key_from_a_credential() -> None:
+@pytest.mark.parametrize("unit", SERVICES, ids=["rollout", "track"])
+def test_service_takes_the_key_from_a_credential(unit: Path) -> None:
     """The key comes from LoadCredential= and the config names that credential, not a key."""
-    settings = unit_settings(SERVICE)
+    settings = unit_settings(unit)
     [credential] = settings["LoadCredential"]
     name, _, source = credential.partition(":")
     assert source.startswith("/etc/credstore/")
@@ -539,6 +602,83 @@ def test_validate_step_passes_on_this_repositorys_jobs(script: str) -> None:
     }
     done = bash(script, env, ROOT)
     assert 0 == done.returncode, done.stdout + done.stderr
+
+
+def github_track_script() -> str:
+    return str(github_step("track", "Follow delivery")["run"])
+
+
+def gitlab_track_script() -> str:
+    return "\n".join(yaml.safe_load(GITLAB.read_text(encoding="utf-8"))["track"]["script"])
+
+
+def utc8_yesterday() -> str:
+    now = datetime.now(UTC).astimezone(timezone(timedelta(hours=8)))
+    return (now.date() - timedelta(days=1)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "script", [github_track_script(), gitlab_track_script()], ids=["github", "gitlab"]
+)
+@pytest.mark.parametrize(("track_exit", "job_exit"), [(0, 0), (1, 0), (2, 1)])
+def test_scheduled_track_follows_the_last_two_days_of_every_job(
+    script: str,
+    track_exit: int,
+    job_exit: int,
+    ci_env: dict[str, str],
+    stub: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """Each ledger's runs of today and yesterday (UTC+8) are tracked once they exist; track's
+    1 (not every command succeeded yet) does not fail the scheduled job, 2 and more do."""
+    ledgers = Path(ci_env["LEDGER_DIR"])
+    for job in ("zone-a", "zone-b"):
+        (ledgers / f"{job}.sqlite").touch()
+    env = ci_env | {"STUB_EXIT_TRACK": str(track_exit)}
+    days = (utc8_day(), utc8_yesterday())
+    done = bash(script, env, tmp_path)
+    if (utc8_day(), utc8_yesterday()) != days:
+        pytest.skip("ran across midnight in UTC+8")  # the dates below would not match
+    assert job_exit == done.returncode, done.stdout + done.stderr
+    expected: list[list[str]] = []
+    for job in ("zone-a", "zone-b"):
+        for day in days:
+            ledger, run_id = f"{ledgers}/{job}.sqlite", f"{job}-{day}"
+            expected += [
+                ["status", ledger, "--run-id", run_id],
+                ["track", ledger, "--run-id", run_id],
+            ]
+    argvs = recorded(stub[1])
+    assert expected == argvs
+    for argv in argvs:
+        parse_run(argv)
+
+
+@pytest.mark.parametrize(
+    "script", [github_track_script(), gitlab_track_script()], ids=["github", "gitlab"]
+)
+def test_scheduled_track_skips_runs_that_do_not_exist(
+    script: str, ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Before a job's first rollout of the day, status says no such run and nothing is tracked."""
+    (Path(ci_env["LEDGER_DIR"]) / "zone-a.sqlite").touch()
+    done = bash(script, ci_env | {"STUB_EXIT_STATUS": "2"}, tmp_path)
+    assert 0 == done.returncode, done.stderr
+    assert {"status"} == {argv[0] for argv in recorded(stub[1])}
+
+
+def test_scheduled_track_runs_only_on_schedule() -> None:
+    github = yaml.safe_load(GITHUB.read_text(encoding="utf-8"))
+    assert [{"cron": "30 * * * *"}] == github[True]["schedule"]
+    assert "github.event_name == 'schedule'" == github["jobs"]["track"]["if"]
+    assert "github.event_name != 'schedule'" == github["jobs"]["validate"]["if"]
+    follow = github_step("track", "Follow delivery")
+    assert {"ONENET_API_KEY": "${{ secrets.ONENET_API_KEY }}"} == follow["env"]
+    gitlab = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
+    assert [{"if": '$CI_PIPELINE_SOURCE == "schedule" && $ONENET_TRACK'}] == gitlab["track"][
+        "rules"
+    ]
+    assert "onenet" == gitlab["track"]["environment"]["name"]
 
 
 @pytest.mark.xfail(

@@ -87,6 +87,12 @@ def test_signal_mid_run_finishes_in_flight_and_resumes(
         wait_until(lambda: len(sim.commands) >= 120, proc)
         proc.send_signal(signum)
         assert code == proc.wait(30)
+        # the text output says how to go on, naming the run
+        stderr = (ledger.parent / "run-0.err").read_text(encoding="utf-8")
+        assert (
+            f"stopped by {signum.name}; resume: run the same command again (run id test-job)"
+            in (stderr)
+        )
         sent = queued(sim)
         rows = ledger_rows(ledger)
         assert 120 <= len(sent) < 2 * DEVICES
@@ -116,6 +122,8 @@ def test_second_sigint_stops_at_once_leaving_a_consistent_ledger(tmp_path: Path)
         proc.send_signal(signal.SIGINT)
         assert 130 == proc.wait(30)
         assert time.monotonic() - started < 2.0  # the answers in flight were not waited for
+        stderr = (ledger.parent / "run-0.err").read_text(encoding="utf-8")
+        assert "resume: run the same command again (run id test-job)" in stderr
         sent = queued(sim)
         rows = ledger_rows(ledger)
         assert 2 * DEVICES == len(rows)

@@ -119,7 +119,7 @@ BAD_CSVS: list[tuple[str, bytes, list[str]]] = [
     (
         "imei-with-letters",
         b"imei\n86582003123456X\n",
-        ['zone.csv:2: imei "86582003123456X": must be 15 digits'],
+        ['zone.csv:2: imei "86582003123456X": must be digits only (found "X")'],
     ),
     (
         "imei-empty",
@@ -247,7 +247,26 @@ def test_csv_not_found(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     """A fleet naming a missing CSV is reported at the job's line, with the path as written."""
     write(workdir, "job.yaml", CSV_JOB)
     result = validate(capsys, "job.yaml")
-    assert ['job.yaml:5: fleets[0].csv: fleet file "zone.csv" not found'] == result.problems
+    looked = (workdir / "zone.csv").resolve()
+    assert [
+        f'job.yaml:5: fleets[0].csv: fleet file "zone.csv" not found (looked for {looked};'
+        " relative to the job file)"
+    ] == result.problems
+
+
+def test_csv_not_found_names_the_full_path_beside_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run from elsewhere, the message shows where the file was looked for: beside the job."""
+    write(tmp_path, "jobs/job.yaml", CSV_JOB.replace("csv: zone.csv", "csv: fleets/zone.csv"))
+    write(tmp_path, "zone.csv", f"imei\n{IMEI_A}\n".encode())  # beside the caller: not used
+    monkeypatch.chdir(tmp_path)
+    result = validate(capsys, "jobs/job.yaml")
+    looked = (tmp_path / "jobs" / "fleets" / "zone.csv").resolve()
+    assert [
+        f'jobs/job.yaml:5: fleets[0].csv: fleet file "fleets/zone.csv" not found (looked for {looked};'
+        " relative to the job file)"
+    ] == result.problems
 
 
 def test_csv_path_is_relative_to_the_job(

@@ -91,6 +91,13 @@ def test_without_a_terminal_logs_are_json_lines_with_the_run_id(tmp_path: Path) 
     assert "run_started" == names[0] and "run_ended" == names[-1]
     assert names.count("progress") >= 1
     assert len(events) < 30  # never a line per device
+    progress = [e for e in events if e["event"] == "progress"]
+    # one basis per name: run_* counts rows of the whole run, invocation_* this invocation
+    for e in progress:
+        assert e["run_total"] == 120
+        assert e["run_done"] >= e["run_ok"] + e["run_failed"]
+        assert e["invocation_sent"] >= e["run_ok"]  # a new run: all its rows are this invocation's
+        assert not {"done", "ok", "failed", "total"} & set(e)
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def test_auth_refusal_stops_with_exit_2_and_nothing_sent_twice(
         capsys.readouterr()
         assert 2 == main(args)
         err = capsys.readouterr().err
-        assert "the platform refused the credentials" in err
+        assert "the platform refused the token signed with the access key" in err
         assert reason in err
         assert [] == sim.commands
         assert len(sim.requests) <= 4  # those in flight when the first refusal came back

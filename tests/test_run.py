@@ -328,7 +328,9 @@ def test_second_process_on_the_ledger_is_refused(
         capsys.readouterr()
         assert run(job, sim, ledger_path) == 2
         assert 0 == len(sim.commands)
-    assert "in use by pid" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "in use by pid" in err
+    assert f"onenet-dispatch status {ledger_path}" in err
 
 
 def test_foreign_sqlite_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

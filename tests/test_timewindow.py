@@ -12,7 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dispatcher.check import check_job
@@ -154,29 +154,58 @@ def test_huge_relative_times_are_errors_not_crashes(text: str) -> None:
 # --- ISO times -------------------------------------------------------------------------
 
 
+def same_instant(a: datetime | None, b: datetime | None) -> bool:
+    """The same point in time, compared as such.
+
+    ``==`` between aware datetimes of different zones is not that: under PEP 495 a wall time
+    in a DST gap or fold (2000-03-26 02:00 in Berlin does not exist) never equals an instant
+    in another zone, although both name the same second. Timestamps do not care.
+    """
+    assert a is not None and b is not None
+    return a.timestamp() == b.timestamp()
+
+
+# A wall time the clocks skip (Berlin, spring forward): once a random draw that failed.
+DST_GAP = {"naive": datetime(2000, 3, 26, 2, 0), "zone": ZoneInfo("Europe/Berlin")}
+# A wall time that happens twice (New York, fall back).
+DST_FOLD = {"naive": datetime(2026, 11, 1, 1, 30), "zone": ZoneInfo("America/New_York")}
+
+
 @given(naive=INSTANTS, zone=st.sampled_from(ZONES))
+@example(**DST_GAP)
+@example(**DST_FOLD)
 def test_iso_times_round_trip(naive: datetime, zone: tzinfo) -> None:
     """An ISO time with its offset is the same instant after parsing, whatever zone is the default."""
     instant = naive.replace(tzinfo=zone)
-    assert instant == parse_time_spec(instant.isoformat(), SHANGHAI).instant
-    assert instant == parse_time_spec(instant.isoformat(sep=" "), UTC).instant
+    for text, default in ((instant.isoformat(), SHANGHAI), (instant.isoformat(sep=" "), UTC)):
+        parsed = parse_time_spec(text, default).instant
+        assert same_instant(instant, parsed)
+        assert parsed is not None and instant.utcoffset() == parsed.utcoffset()
 
 
 @given(naive=INSTANTS.map(lambda d: d.replace(microsecond=0)), zone=st.sampled_from(ZONES))
+@example(**DST_GAP)
+@example(**DST_FOLD)
 def test_wire_time_round_trips(naive: datetime, zone: tzinfo) -> None:
     """wire_time's text read back in UTC+8 is the same instant (to the second)."""
     instant = naive.replace(tzinfo=zone)
-    assert instant == parse_time_spec(wire_time(instant), PLATFORM_TZ).instant
+    assert same_instant(instant, parse_time_spec(wire_time(instant), PLATFORM_TZ).instant)
 
 
 @given(naive=INSTANTS.map(lambda d: d.replace(microsecond=0)), zone=st.sampled_from(ZONES))
+@example(**DST_GAP)
+@example(**DST_FOLD)
 def test_naive_iso_times_are_read_in_the_given_zone(naive: datetime, zone: tzinfo) -> None:
-    """An ISO time without an offset is read in the job's zone, not the machine's."""
+    """An ISO time without an offset is read in the job's zone, not the machine's.
+
+    A wall time in a gap or fold takes the offset in force before the change (PEP 495's
+    fold=0), as the zone itself reports it.
+    """
     spec = parse_time_spec(naive.isoformat(), zone)
     assert spec.instant is not None
     offset = zone.utcoffset(naive)
     assert offset is not None
-    assert (naive - offset).replace(tzinfo=UTC) == spec.instant
+    assert same_instant((naive - offset).replace(tzinfo=UTC), spec.instant)
     assert expected_wire(naive.replace(tzinfo=zone)) == wire_time(spec.instant)
 
 
@@ -196,6 +225,8 @@ def test_naive_examples() -> None:
 
 @pytest.mark.parametrize("local", LOCAL_ZONES)
 @given(naive=INSTANTS, zone=st.sampled_from(ZONES))
+@example(**DST_GAP)
+@example(**DST_FOLD)
 def test_wire_time_is_utc_plus_8_whatever_the_local_zone(
     local: str, naive: datetime, zone: tzinfo
 ) -> None:

@@ -70,7 +70,9 @@ def test_broken_job_reports_every_problem(
         "tests/data/broken.yaml:28: rate.per_second: must be more than 0 and at most 1000, got 0",
         'tests/data/broken.yaml:5: fleets[0].imeis[0]: imei "86582003123": must be 15 digits',
         'tests/data/fleets/broken.csv:4: imei "86582004123456": must be 15 digits',
-        'tests/data/broken.yaml:12: fleets[3].csv: fleet file "fleets/does-not-exist.csv" not found',
+        'tests/data/broken.yaml:12: fleets[3].csv: fleet file "fleets/does-not-exist.csv" not found'
+        f" (looked for {at_root.resolve() / 'tests/data/fleets/does-not-exist.csv'};"
+        " relative to the job file)",
     ]:
         assert expected in problems
     [window] = [p for p in problems if "window" in p]

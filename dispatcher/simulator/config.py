@@ -117,6 +117,8 @@ class SimulatorConfig:
         rate_limit: requests per second accepted (token bucket, burst = max(1, rate));
             beyond it errno 15. None = no limit.
         fail_imeis: devices the platform does not know: errno 8.
+        foreign_imeis: devices of another product than the key's: errno 1 "auth failed"
+            (the contract's "key and IMEI do not match").
     History and detail (docs/simulator.md, "How history and detail are written"):
         detail_form: how a detail writes `args` and `content` (one of DETAIL_FORMS):
             "text" JSON text as received; "data_text" the write's data list (an
@@ -172,6 +174,7 @@ class SimulatorConfig:
     garble: Garble = "not_json"
     huge_answer_bytes: int = 20 * 1024 * 1024
     fail_imeis: set[str] = field(default_factory=set)
+    foreign_imeis: set[str] = field(default_factory=set)
     seed: int | None = 0
     now: Clock | float | None = None
     cancel_only_before_valid_time: bool = False
@@ -268,7 +271,7 @@ class SimulatorConfig:
             value = getattr(self, f.name)
             if f.name in ("api_key", "access_key"):
                 value = None if value is None else _REDACTED
-            elif f.name in ("fail_imeis", "offline_imeis"):
+            elif f.name in ("fail_imeis", "foreign_imeis", "offline_imeis"):
                 value = sorted(value)
             elif f.name == "confirm_fail_statuses":
                 value = list(value)
@@ -314,7 +317,7 @@ def _coerce(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be an integer")
         return value
-    if key in ("fail_imeis", "offline_imeis"):
+    if key in ("fail_imeis", "foreign_imeis", "offline_imeis"):
         return set(_expect_strings(key, value))
     if key == "confirm_fail_statuses":
         return tuple(_expect_strings(key, value))

@@ -228,6 +228,8 @@ def _device_faults(sim: Simulator, imei: str) -> Outcome | None:
     config = sim.config
     if imei in config.fail_imeis:
         return Outcome.refused(Rejection.of(errnos.NOT_FOUND))
+    if imei in config.foreign_imeis:
+        return Outcome.refused(Rejection.of(errnos.AUTH_FAILED, "device is not in this product"))
     if sim.faults.chance(config.error_rate):
         return Outcome(config.error_errno, config.error_text)
     return None
