@@ -398,7 +398,8 @@ def key_like(text: str) -> list[str]:
         r"(?i)(?:api[-_]?key|access[-_]?key|secret|token|password)\s*[=:]\s*([^\s/$][^\s]*)",
         text,
     )
-    return mixed + [value for value in assigned if value != "null"]
+    # Booleans are settings, not secrets (Kubernetes' automountServiceAccountToken: false).
+    return mixed + [value for value in assigned if value not in ("null", "true", "false")]
 
 
 def test_key_check_catches_a_pasted_key() -> None:
