@@ -165,9 +165,13 @@ def workflow_scripts() -> list[tuple[str, str]]:
     gitlab = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
     for job_name, job in gitlab.items():
         if isinstance(job, dict) and "script" in job:
-            template = gitlab.get(job.get("extends", ""), {})
+            extends = job.get("extends", [])
+            templates = [
+                gitlab[name] for name in ([extends] if isinstance(extends, str) else extends)
+            ]
+            before = next((t["before_script"] for t in templates if "before_script" in t), [])
             # before_script and script run in one shell; after_script in another.
-            lines = template.get("before_script", []) + job["script"]
+            lines = before + job["script"]
             scripts.append((f"gitlab:{job_name}:script", "\n".join(lines) + "\n"))
             if "after_script" in job:
                 scripts.append(
@@ -463,9 +467,11 @@ def test_github_rollout_is_manual_serial_and_keyed_by_a_secret() -> None:
     github = yaml.safe_load(GITHUB.read_text(encoding="utf-8"))
     # YAML 1.1 reads the key `on` as True.
     trigger = github[True]["workflow_dispatch"]["inputs"]
-    assert ["job", "run_id"] == list(trigger)
+    assert ["job", "run_id", "state"] == list(trigger)
+    assert ["runner", "postgresql", "cache"] == trigger["state"]["options"]
+    assert "runner" == trigger["state"]["default"]
     rollout = github["jobs"]["rollout"]
-    assert "github.event_name == 'workflow_dispatch'" == rollout["if"]
+    assert "github.event_name == 'workflow_dispatch' && inputs.state == 'runner'" == rollout["if"]
     assert {
         "group": "onenet-dispatch-rollout-${{ inputs.job }}",
         "cancel-in-progress": False,
@@ -479,9 +485,12 @@ def test_github_rollout_is_manual_serial_and_keyed_by_a_secret() -> None:
 def test_gitlab_rollout_is_manual_serial_and_reports_junit() -> None:
     """The GitLab rollout is played by hand, one per job at a time, with a JUnit report."""
     rollout = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))["rollout"]
-    assert [{"if": '$CI_PIPELINE_SOURCE == "web" && $ONENET_JOB', "when": "manual"}] == rollout[
-        "rules"
-    ]
+    assert [
+        {
+            "if": '$CI_PIPELINE_SOURCE == "web" && $ONENET_JOB && $ONENET_STATE == "runner"',
+            "when": "manual",
+        }
+    ] == rollout["rules"]
     assert "onenet-dispatch-rollout-$ONENET_JOB" == rollout["resource_group"]
     assert {"junit": "out/junit.xml"} == rollout["artifacts"]["reports"]
     assert "always" == rollout["artifacts"]["when"]
@@ -699,3 +708,197 @@ def test_every_deployed_command_line_parses(
     assert 3 == len(argvs)
     for argv in argvs:
         parse_run(argv)
+
+
+# --- hosted runners: the ledger in PostgreSQL or in the CI's cache (issue 16) --------------
+
+
+def gitlab_job_script(name: str) -> str:
+    return "\n".join(yaml.safe_load(GITLAB.read_text(encoding="utf-8"))[name]["script"])
+
+
+PG_URL = "postgresql://dispatch@ledger.example:5432/onenet?sslmode=require"
+
+
+def expected_hosted_argv(run_id: str, ledger: str) -> list[str]:
+    argv = expected_ci_argv("zone-a", run_id, "L")
+    argv[argv.index("--ledger") + 1] = ledger
+    return argv
+
+
+def test_github_postgresql_rollout_passes_the_ledger_url_from_secrets(
+    ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The hosted rollout's ledger is the URL secret; its password reaches the driver as PGPASSWORD."""
+    step = github_step("rollout-postgresql", "Roll out")
+    assert {
+        "ONENET_API_KEY": "${{ secrets.ONENET_API_KEY }}",
+        "ONENET_LEDGER_URL": "${{ secrets.ONENET_LEDGER_URL }}",
+        "PGPASSWORD": "${{ secrets.ONENET_LEDGER_PASSWORD }}",
+    } == step["env"]
+    env = ci_env | {"JOB": "zone-a", "RUN_ID": "zone-a-r1", "ONENET_LEDGER_URL": PG_URL}
+    done = bash(step["run"], env, tmp_path)
+    assert (0, "") == (done.returncode, done.stderr)
+    assert [expected_hosted_argv("zone-a-r1", PG_URL)] == recorded(stub[1])
+    install = github_step("rollout-postgresql", "Install onenet-dispatch")["run"]
+    assert '"$DISPATCHER_POSTGRES"' in install
+
+
+def test_gitlab_postgresql_rollout_passes_the_ledger_url_variable(
+    ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The GitLab hosted rollout's ledger is the ONENET_LEDGER_URL variable."""
+    env = ci_env | {
+        "ONENET_JOB": "zone-a",
+        "ONENET_RUN_ID": "zone-a-r1",
+        "ONENET_LEDGER_URL": PG_URL,
+    }
+    done = bash(gitlab_job_script("rollout-postgresql"), env, tmp_path)
+    assert (0, "") == (done.returncode, done.stderr)
+    assert [expected_hosted_argv("zone-a-r1", PG_URL)] == recorded(stub[1])
+    job = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))["rollout-postgresql"]
+    assert {"DISPATCHER": "$DISPATCHER_POSTGRES"} == job["variables"]
+
+
+@pytest.mark.parametrize("platform", ["github", "gitlab"])
+def test_postgresql_rollouts_refuse_a_missing_ledger_url(
+    platform: str, ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Without the ledger URL the hosted rollout stops, exit 2, before running anything."""
+    if platform == "github":
+        script = github_step("rollout-postgresql", "Roll out")["run"]
+        env = ci_env | {"JOB": "zone-a", "RUN_ID": ""}
+    else:
+        script = gitlab_job_script("rollout-postgresql")
+        env = ci_env | {"ONENET_JOB": "zone-a", "ONENET_RUN_ID": ""}
+    done = bash(script, env, tmp_path)
+    assert 2 == done.returncode
+    assert "ONENET_LEDGER_URL" in done.stdout + done.stderr
+    assert not stub[1].exists()
+
+
+GUARD = "Refuse a started run without its ledger"
+
+
+@pytest.mark.parametrize(
+    ("started", "ledger", "code"),
+    [("", False, 0), ("true", True, 0), ("true", False, 2), ("false", False, 0)],
+    ids=["first-attempt", "resume", "ledger-lost", "no-marker"],
+)
+def test_github_cache_rollout_refuses_a_started_run_without_its_ledger(
+    started: str, ledger: bool, code: int, ci_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A run id marked as started whose ledger was not restored stops (exit 2), nothing sent."""
+    env = ci_env | {"JOB": "zone-a", "RUN": "zone-a-r1", "STARTED": started}
+    env["LEDGER_DIR"] = ".onenet-ledger"
+    if ledger:
+        (tmp_path / ".onenet-ledger").mkdir()
+        (tmp_path / ".onenet-ledger" / "zone-a.sqlite").write_bytes(b"SQLite format 3\x00")
+    done = bash(github_step("rollout-cache", GUARD)["run"], env, tmp_path)
+    assert code == done.returncode, done.stdout + done.stderr
+    if code:
+        assert "refusing to send every command again" in done.stdout
+    else:
+        assert "zone-a-r1\n" == (tmp_path / ".onenet-started" / "run-id").read_text()
+
+
+def test_github_cache_rollout_marks_the_start_before_sending() -> None:
+    """The marker is saved before the rollout step, the ledger after it, both keyed by run id."""
+    github = yaml.safe_load(GITHUB.read_text(encoding="utf-8"))
+    steps = github["jobs"]["rollout-cache"]["steps"]
+    names = [s.get("name", s.get("uses")) for s in steps]
+    order = [
+        "Look up the run's start marker",
+        "Restore the ledger",
+        GUARD,
+        "Mark the run as started",
+        "Roll out",
+        "Save the ledger",
+    ]
+    assert order == [n for n in names if n in order]
+    run_id = "${{ steps.run.outputs.run_id }}"
+    marker = github_step("rollout-cache", "Mark the run as started")
+    lookup = github_step("rollout-cache", "Look up the run's start marker")
+    assert marker["with"]["key"] == lookup["with"]["key"]
+    assert run_id in marker["with"]["key"]
+    assert "steps.marker.outputs.cache-hit != 'true'" == marker["if"]
+    restore = github_step("rollout-cache", "Restore the ledger")
+    save = github_step("rollout-cache", "Save the ledger")
+    assert save["with"]["key"] == restore["with"]["key"]
+    assert save["with"]["key"].startswith(restore["with"]["restore-keys"])
+    assert run_id in restore["with"]["restore-keys"]
+    assert "always() && steps.guard.outcome == 'success'" == save["if"]
+
+
+def test_github_cache_rollout_runs_on_the_restored_ledger(
+    ci_env: dict[str, str], stub: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The rollout step runs the run id the first step named, on the cached ledger's path."""
+    env = ci_env | {"JOB": "zone-a", "RUN": "zone-a-r1", "LEDGER_DIR": ".onenet-ledger"}
+    done = bash(github_step("rollout-cache", "Roll out")["run"], env, tmp_path)
+    assert (0, "") == (done.returncode, done.stderr)
+    assert [expected_hosted_argv("zone-a-r1", ".onenet-ledger/zone-a.sqlite")] == recorded(stub[1])
+
+
+def test_gitlab_cache_start_records_the_first_pipeline_only(
+    ci_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The start job writes its pipeline id on a run's first pipeline and keeps it afterwards."""
+    script = gitlab_job_script("rollout-cache-start")
+    env = ci_env | {"ONENET_JOB": "zone-a", "ONENET_RUN_ID": "zone-a-r1", "CI_PIPELINE_ID": "101"}
+    assert 0 == bash(script, env, tmp_path).returncode
+    assert 0 == bash(script, env | {"CI_PIPELINE_ID": "102"}, tmp_path).returncode
+    assert "101\n" == (tmp_path / ".onenet-started" / "pipeline").read_text()
+    refused = bash(script, env | {"ONENET_RUN_ID": ""}, tmp_path)
+    assert 2 == refused.returncode
+    assert "ONENET_RUN_ID must be set" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("started", "ledger", "code"),
+    [("7", False, 0), ("6", True, 0), ("6", False, 2), (None, False, 2)],
+    ids=["first-pipeline", "resume", "ledger-lost", "start-not-recorded"],
+)
+def test_gitlab_cache_rollout_refuses_a_started_run_without_its_ledger(
+    started: str | None,
+    ledger: bool,
+    code: int,
+    ci_env: dict[str, str],
+    stub: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """Started by an earlier pipeline and no ledger restored: exit 2, nothing run."""
+    env = ci_env | {
+        "ONENET_JOB": "zone-a",
+        "ONENET_RUN_ID": "zone-a-r1",
+        "CI_PIPELINE_ID": "7",
+        "LEDGER_DIR": ".onenet-ledger",
+    }
+    if started is not None:
+        (tmp_path / ".onenet-started").mkdir()
+        (tmp_path / ".onenet-started" / "pipeline").write_text(f"{started}\n")
+    if ledger:
+        (tmp_path / ".onenet-ledger").mkdir()
+        (tmp_path / ".onenet-ledger" / "zone-a.sqlite").write_bytes(b"SQLite format 3\x00")
+    done = bash(gitlab_job_script("rollout-cache"), env, tmp_path)
+    assert code == done.returncode, done.stdout + done.stderr
+    if code:
+        assert "refusing to send" in done.stderr
+        assert not stub[1].exists()
+    else:
+        ledger_path = ".onenet-ledger/zone-a.sqlite"
+        assert [expected_hosted_argv("zone-a-r1", ledger_path)] == recorded(stub[1])
+
+
+def test_gitlab_cache_is_keyed_by_job_and_run_id() -> None:
+    """The marker and the ledger caches are keyed by job and run id; only the start job writes the marker."""
+    gitlab = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
+    marker, ledger = gitlab[".onenet-dispatch-cache"]["cache"]
+    assert "onenet-dispatch-started-$ONENET_JOB-$ONENET_RUN_ID" == marker["key"]
+    assert "pull" == marker["policy"]
+    assert "onenet-dispatch-ledger-$ONENET_JOB-$ONENET_RUN_ID" == ledger["key"]
+    assert ("pull-push", "always") == (ledger["policy"], ledger["when"])
+    [start_marker] = gitlab["rollout-cache-start"]["cache"]
+    assert (marker["key"], "pull-push") == (start_marker["key"], start_marker["policy"])
+    assert ["rollout-cache-start"] == gitlab["rollout-cache"]["needs"]
+    assert "manual" == gitlab["rollout-cache-start"]["rules"][0]["when"]
