@@ -169,7 +169,9 @@ def workflow_scripts() -> list[tuple[str, str]]:
             templates = [
                 gitlab[name] for name in ([extends] if isinstance(extends, str) else extends)
             ]
-            before = next((t["before_script"] for t in templates if "before_script" in t), [])
+            before: list[str] = next(
+                (t["before_script"] for t in templates if "before_script" in t), []
+            )
             # before_script and script run in one shell; after_script in another.
             lines = before + job["script"]
             scripts.append((f"gitlab:{job_name}:script", "\n".join(lines) + "\n"))
