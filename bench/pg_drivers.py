@@ -25,16 +25,15 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from tests import pg_server  # the throwaway cluster the tests use
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-import pg_server  # noqa: E402  (tests/, not a package on the path of a script)
 
 RUN = "bench-run"
 COMMAND = "write"
