@@ -77,3 +77,12 @@ def test_build_context_is_an_allowlist_of_what_the_dockerfile_copies() -> None:
     assert copied == allowed
     for path in allowed:
         assert (ROOT / path).exists(), path
+
+
+def test_hadolint_check_can_fail(tmp_path: Path) -> None:
+    """The check above can fail: a root image with an unpinned apt install is reported."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.12-slim\nRUN apt-get update && apt-get install -y curl\n")
+    done = run([tool("hadolint"), "--no-color", str(bad)])
+    assert 0 != done.returncode
+    assert "DL3008" in done.stdout  # pin versions in apt-get install
