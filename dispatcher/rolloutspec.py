@@ -89,7 +89,7 @@ class RolloutSpec(_Model):
     )
     pause_between_waves: str = Field(
         "0s",
-        description='a duration (10m) or "confirm": wait for `onenet-dispatch resume` or a yes on the terminal',
+        description='a duration (10m) or "confirm": wait for `onenet-dispatch confirm-wave` or a yes on the terminal',
     )
     abort: AbortSpec | None = Field(None, description="when to stop the rollout")
     order: Literal["csv", "shuffle"] = Field(

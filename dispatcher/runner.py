@@ -596,7 +596,7 @@ CONFIRM_POLL_SECONDS = 2.0
 async def _confirmation(
     options: RunOptions, ledger_path: Path, run_id: str, wave: int, stop: anyio.Event, clock: Clock
 ) -> bool:
-    """Wait until wave ``wave`` is confirmed: by `onenet-dispatch resume`, or a yes on the terminal."""
+    """Wait until wave ``wave`` is confirmed: by `onenet-dispatch confirm-wave`, or a yes on the terminal."""
     if options.interactive:
         answer = await anyio.to_thread.run_sync(input, f"Start wave {wave + 1}? [y/N] ")
         return answer.strip().lower() in ("y", "yes")

@@ -58,7 +58,7 @@ def print_plan(console: Console, checked: CheckedJob) -> None:
         bounds = wave_bounds(rollout, stats.devices)
         sizes = [b - a for a, b in zip([0, *bounds], bounds, strict=False)]
         pause = (
-            "wait for `onenet-dispatch resume`"
+            "wait for `onenet-dispatch confirm-wave`"
             if rollout.confirm
             else f"pause {rollout.pause_between_waves}"
         )
