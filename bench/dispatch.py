@@ -48,7 +48,7 @@ def _lift_rate_limit() -> None:
 
 
 def _ablate_ledger() -> None:
-    from dispatcher.writer import LedgerWriter
+    from dispatcher.ledger.writer import LedgerWriter
 
     if not hasattr(LedgerWriter, "_do"):
         raise _stale("LedgerWriter._do (every ledger operation of a run)")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register, WriteOp
 
 RUN = "bench"
 ROWS_PER_BATCH_SIZE = 60_000  # more than any batch size gets through in the time given
@@ -48,7 +49,7 @@ def prepare(path: Path, devices: int) -> list[str]:
         ledger.start_run(_record())
         for start in range(0, devices, 20_000):
             chunk = imeis[start : start + 20_000]
-            ledger.apply([("register", (RUN, [(imei, "all", ["write"]) for imei in chunk]))])
+            ledger.apply([Register(RUN, [(imei, "all", ["write"]) for imei in chunk])])
     return imeis
 
 
@@ -57,11 +58,11 @@ def drive(ledger: Ledger, imeis: list[str], batch: int, seconds: float) -> dict[
     out: dict[str, float] = {}
 
     def work() -> None:
-        ops: list[tuple[str, object]] = []
+        ops: list[WriteOp] = []
         for imei in imeis[:ROWS_PER_BATCH_SIZE]:
             now = time.time()
-            ops.append(("sending", (RUN, imei, 0, now)))
-            ops.append(("answer", (RUN, Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, now))))
+            ops.append(MarkSending(RUN, imei, 0, now))
+            ops.append(RecordAnswer(RUN, Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, now)))
         done = commits = 0
         started = time.perf_counter()
         while done < len(ops) and time.perf_counter() - started < seconds:

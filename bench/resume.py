@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dispatcher.jobfile import load_job
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger.ops import RecordAnswer, Register
 from dispatcher.plan import Plan
 
 BATCH = 20_000  # devices per transaction
@@ -74,14 +75,11 @@ def fill(job: Path, ledger_path: Path, target: str, run_id: str) -> int:
         def flush() -> None:
             nonlocal rows
             answers = [
-                (
-                    "answer",
-                    (run_id, Answer(imei, i, Status.OK, "uuid", 0, None, 200, 1, now)),
-                )
+                RecordAnswer(run_id, Answer(imei, i, Status.OK, "uuid", 0, None, 200, 1, now))
                 for imei, _, ops in batch
                 for i in range(len(ops))
             ]
-            ledger.apply([("register", (run_id, batch)), *answers])
+            ledger.apply([Register(run_id, batch), *answers])
             rows += len(answers)
             batch.clear()
 

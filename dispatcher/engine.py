@@ -33,6 +33,7 @@ from dispatcher.errors import (
     PlatformUnavailable,
 )
 from dispatcher.ledger import Answer, Status
+from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import DeviceWork, Request
@@ -40,7 +41,6 @@ from dispatcher.rollout import AbortRule, WaveMap, ramp_rate
 from dispatcher.rolloutspec import RampSpec
 from dispatcher.schedule import DispatchWindow
 from dispatcher.timewindow import Window
-from dispatcher.writer import LedgerWriter
 
 log = structlog.get_logger("dispatcher.engine")
 

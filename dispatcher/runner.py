@@ -39,6 +39,7 @@ from dispatcher.errors import Aborted, DispatcherError, InputError, LedgerError,
 from dispatcher.imei import imei_problem
 from dispatcher.jobfile import load_job
 from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
+from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
 from dispatcher.problems import Problem, Problems
 from dispatcher.progress import Meter, show_progress
@@ -53,7 +54,6 @@ from dispatcher.sent import (
     sent_requests,
 )
 from dispatcher.timewindow import Window
-from dispatcher.writer import LedgerWriter
 
 log = structlog.get_logger("dispatcher.run")
 

@@ -14,11 +14,11 @@ from dispatcher.client import OneNetClient
 from dispatcher.config import HttpConfig, Secret
 from dispatcher.engine import Engine, EngineSettings, Rollout
 from dispatcher.ledger import Ledger
+from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
 from dispatcher.rollout import AbortRule, WaveMap
 from dispatcher.rolloutspec import AbortSpec
 from dispatcher.simulator import SimulatorConfig, running_simulator
-from dispatcher.writer import LedgerWriter
 from tests.helpers import API_KEY, imei, write_job
 
 READ = "  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"
