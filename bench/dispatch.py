@@ -65,9 +65,9 @@ def _ablate_ledger() -> None:
 def _ablate_trace() -> None:
     import aiohttp
 
-    import dispatcher.client
+    import dispatcher.onenet.client
 
-    if "trace_configs=" not in Path(dispatcher.client.__file__).read_text(encoding="utf-8"):
+    if "trace_configs=" not in Path(dispatcher.onenet.client.__file__).read_text(encoding="utf-8"):
         raise _stale("the client's aiohttp trace_configs")
     real = aiohttp.ClientSession
 

@@ -38,9 +38,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from bench.common import KEY, luhn, simulator_process  # noqa: E402
-from dispatcher.auth import ApiKeyAuth  # noqa: E402
-from dispatcher.client import OneNetClient  # noqa: E402
 from dispatcher.config import HttpConfig, Secret  # noqa: E402
+from dispatcher.onenet.auth import ApiKeyAuth  # noqa: E402
+from dispatcher.onenet.client import OneNetClient  # noqa: E402
 from dispatcher.outcome import Kind, Outcome  # noqa: E402
 from dispatcher.plan import Request  # noqa: E402
 from dispatcher.timewindow import PLATFORM_TZ, Window  # noqa: E402

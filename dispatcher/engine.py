@@ -22,8 +22,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from dispatcher.breaker import CircuitBreaker, platform_level
-from dispatcher.client import Transport
+from dispatcher.breaker import CircuitBreaker
 from dispatcher.clock import Clock, unix_now
 from dispatcher.errors import (
     Aborted,
@@ -35,6 +34,8 @@ from dispatcher.errors import (
 from dispatcher.ledger import Answer, Status
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.errnos import platform_level
+from dispatcher.onenet.transport import Transport
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import DeviceWork, Request
 from dispatcher.rollout import AbortRule, WaveMap, ramp_rate

@@ -14,15 +14,16 @@ from pathlib import Path
 import anyio
 import structlog
 
-from dispatcher.access import authenticator_for, base_url_from, secret_values
-from dispatcher.auth import Authenticator
-from dispatcher.client import OneNetClient
 from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
 from dispatcher.errors import CredentialsRefused, InputError
 from dispatcher.jobfile import Job, load_job
 from dispatcher.ledger import Ledger, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.access import authenticator_for, base_url_from
+from dispatcher.onenet.auth import Authenticator
+from dispatcher.onenet.client import OneNetClient
+from dispatcher.onenet.connect import connect
 from dispatcher.plan import Plan, Request
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.runner import RECONCILE_MARGIN
@@ -117,14 +118,7 @@ async def _reconcile_all(
     clock = RealClock()
     for record, base_url in targets:
         requests, rate = _job_requests(ledger, record)
-        async with OneNetClient(
-            base_url,
-            auth,
-            config.http,
-            concurrency=4,
-            secrets=secret_values(auth),
-            platform=config.profile,
-        ) as client:
+        async with connect(config, base_url, auth, concurrency=4) as client:
             outcome.reports[record.run_id] = await reconcile_run(
                 ledger,
                 record.run_id,
@@ -231,14 +225,7 @@ async def _track(
     outcome: TrackOutcome,
 ) -> None:
     limiter = RateLimiter(rate, RealClock())
-    async with OneNetClient(
-        target,
-        auth,
-        config.http,
-        concurrency=concurrency,
-        secrets=secret_values(auth),
-        platform=config.profile,
-    ) as client:
+    async with connect(config, target, auth, concurrency=concurrency) as client:
         while True:
             closed = datetime.now(UTC) >= expires  # a last pass after the close sees "expired"
             report = await track_pass(
@@ -306,14 +293,7 @@ def cancel_run(options: CancelOptions) -> CancelOutcome:
 
         async def go() -> None:
             limiter = RateLimiter(rate, RealClock())
-            async with OneNetClient(
-                target,
-                auth,
-                config.http,
-                concurrency=concurrency,
-                secrets=secret_values(auth),
-                platform=config.profile,
-            ) as client:
+            async with connect(config, target, auth, concurrency=concurrency) as client:
                 outcome.report = await cancel_pass(
                     ledger, record.run_id, rows, client, limiter, concurrency=concurrency
                 )

@@ -23,15 +23,7 @@ import anyio
 import structlog
 from rich.console import Console
 
-from dispatcher.access import (
-    authenticator_for,
-    base_url_from,
-    credentials_source,
-    secret_values,
-)
-from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth, user_res
 from dispatcher.check import CheckedJob, check_job, inputs_hash
-from dispatcher.client import OneNetClient
 from dispatcher.clock import Clock, RealClock, unix_now
 from dispatcher.config import Config, Secret, load_config
 from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
@@ -41,6 +33,14 @@ from dispatcher.jobfile import load_job
 from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.access import (
+    authenticator_for,
+    base_url_from,
+    credentials_source,
+    secret_values,
+)
+from dispatcher.onenet.auth import ApiKeyAuth, Authenticator, TokenAuth, user_res
+from dispatcher.onenet.connect import connect
 from dispatcher.problems import Problem, Problems
 from dispatcher.progress import Meter, show_progress
 from dispatcher.reconcile import ReconcileReport, reconcile_run
@@ -366,13 +366,12 @@ async def _send_all(
     stop = anyio.Event()
     async with (
         _platform(options, config, target, auth) as (base_url, authenticator, secret_values),
-        OneNetClient(
+        connect(
+            config,
             base_url,
             authenticator,
-            config.http,
             concurrency=job.rate.concurrency,
             secrets=secret_values,
-            platform=config.profile,
         ) as client,
     ):
         limiter = RateLimiter(job.rate.per_second, clock)

@@ -11,10 +11,11 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from dispatcher.auth import ApiKeyAuth, TokenAuth, sign_token
-from dispatcher.client import OneNetClient, _classify, build_url
 from dispatcher.config import HttpConfig, Secret
-from dispatcher.errnos import classify_errno
+from dispatcher.onenet.auth import ApiKeyAuth, TokenAuth, sign_token
+from dispatcher.onenet.client import OneNetClient, _classify
+from dispatcher.onenet.errnos import classify_errno
+from dispatcher.onenet.render import build_url
 from dispatcher.outcome import Kind
 from dispatcher.plan import Request
 from dispatcher.simulator import SimulatorConfig, running_simulator

@@ -8,14 +8,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dispatcher.auth import ApiKeyAuth
 from dispatcher.check import check_job
-from dispatcher.client import OneNetClient
 from dispatcher.config import HttpConfig, Secret
 from dispatcher.engine import Engine, EngineSettings, Rollout
 from dispatcher.ledger import Ledger
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.auth import ApiKeyAuth
+from dispatcher.onenet.client import OneNetClient
 from dispatcher.rollout import AbortRule, WaveMap
 from dispatcher.rolloutspec import AbortSpec
 from dispatcher.simulator import SimulatorConfig, running_simulator

@@ -11,6 +11,7 @@ from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
 )
+from dispatcher.onenet.platforms import LEGACY, cancel_path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "cancel",
         help="take back a run's commands still waiting on the platform",
         description="Cancel the run's queued commands that have not reached their device yet (PUT\n"
-        "/nbiot/offline/cancel/{uuid}), at the job's rate; record them as cancelled. Commands already\n"
+        f"{LEGACY.prefix}{cancel_path('{uuid}')}), at the job's rate; record them as cancelled. Commands already\n"
         "sent to a device cannot be cancelled: they are counted and shown in `export`. A cancelled\n"
         "run is never resumed: `run` refuses it unless given a new run id.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -13,6 +13,7 @@ from dispatcher.errors import InputError
 from dispatcher.exits import (
     EXIT_OK,
 )
+from dispatcher.onenet.platforms import LEGACY, STUDIO
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--platform",
         choices=("legacy", "studio"),
         default="legacy",
-        help="the console served: legacy (/nbiot, api-key) or studio (/nb-iot, tokens only)",
+        help=f"the console served: legacy ({LEGACY.prefix}, api-key) or studio ({STUDIO.prefix}, tokens only)",
     )
     p.add_argument("--user-id", metavar="ID", help="accept user tokens (res userid/ID)")
     p.add_argument("--product-id", metavar="ID", help="accept product tokens (res products/ID)")

@@ -12,13 +12,14 @@ from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
 )
+from dispatcher.onenet.platforms import LEGACY, detail_path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "track",
         help="ask the platform where each queued command of a run stands (delivered, confirmed, ...)",
-        description="Ask the platform (GET /nbiot/offline/history/{uuid}) where each queued command of the run\n"
+        description=f"Ask the platform (GET {LEGACY.prefix}{detail_path('{uuid}')}) where each queued command of the run\n"
         "stands, at the job's rate, and record it in the ledger: send_status (waiting, sent, success,\n"
         "failed, expired, cancelled), confirm_status, a read's cmd_result, and the times. Commands\n"
         "already final are not asked about again.",
