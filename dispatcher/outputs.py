@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dispatcher.errors import InputError
+from dispatcher.formatting import iso_utc
 from dispatcher.ledger import Ledger
-from dispatcher.report import STATUS_ORDER, CellCounts, Report, RunInfo, iso_utc, render_json
+from dispatcher.report import STATUS_ORDER, CellCounts, Report, RunInfo, render_json
 
 MAX_ERROR_CHARS = 200  # per listed device, so one long platform answer cannot bloat a report
 MAX_FAILURES_TOTAL = 1000  # devices listed over all test cases: a file CI can still render

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from dispatcher.check import CheckedJob
+from dispatcher.formatting import human_seconds
 from dispatcher.ledger import RunRecord
-from dispatcher.report import human_seconds
 from dispatcher.rollout import wave_bounds
 from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.timewindow import PLATFORM_TZ
