@@ -26,7 +26,7 @@ from dispatcher.onenet.client import OneNetClient
 from dispatcher.onenet.connect import connect
 from dispatcher.plan import Plan, Request
 from dispatcher.reconcile import ReconcileReport, reconcile_run
-from dispatcher.runner import RECONCILE_MARGIN
+from dispatcher.resume import RECONCILE_MARGIN, RunState
 from dispatcher.sent import sent_requests
 from dispatcher.tracking import (
     FINAL,
@@ -286,7 +286,7 @@ def cancel_run(options: CancelOptions) -> CancelOutcome:
         # Before any request: a run being taken back must never be resumed by mistake.
         ledger.set_state(
             record.run_id,
-            "cancelled",
+            RunState.CANCELLED,
             f"cancelled by the operator at {datetime.now(UTC).isoformat(timespec='seconds')}",
         )
         rate, concurrency = _pace(record, None, None)

@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.imei import read_imei_file
     from dispatcher.lifecycle import CancelOptions, cancel_run
-    from dispatcher.runner import read_imei_file
 
     outcome = cancel_run(
         CancelOptions(

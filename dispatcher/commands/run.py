@@ -254,7 +254,7 @@ def _dry_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from dispatcher import dryrun
     from dispatcher.check import check_job
     from dispatcher.config import check_base_url, load_config
-    from dispatcher.runner import read_imei_file
+    from dispatcher.imei import read_imei_file
 
     config = load_config(args.config)
     now = datetime.now(UTC)
