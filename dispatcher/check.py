@@ -22,8 +22,8 @@ from dispatcher.jobfile import (
 )
 from dispatcher.plan import Plan, PlanStats
 from dispatcher.problems import Problem, Problems
-from dispatcher.rollout import WaveMap, key_thresholds, shuffle_key, wave_bounds
 from dispatcher.timewindow import TimeSpecError, Window, load_zone, parse_time_spec, resolve_window
+from dispatcher.waves import WaveMap, key_thresholds, shuffle_key, wave_bounds
 from dispatcher.yamlfile import YamlDoc
 
 

@@ -23,7 +23,9 @@ import structlog
 from dispatcher.check import CheckedJob, check_job, inputs_hash
 from dispatcher.clock import Clock, RealClock, unix_now
 from dispatcher.config import Config, Secret, load_config
+from dispatcher.dispatch_window import DispatchWindow
 from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
+from dispatcher.engine.abort import AbortRule
 from dispatcher.errors import InputError
 from dispatcher.imei import read_imei_file
 from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
@@ -49,9 +51,7 @@ from dispatcher.resume import (
     refuse_ended,
     window_for,
 )
-from dispatcher.rollout import AbortRule
 from dispatcher.runopts import RunOptions, RunResult
-from dispatcher.schedule import DispatchWindow
 from dispatcher.sent import (
     FleetChanges,
     accept_settled,

@@ -12,9 +12,9 @@ from rich.table import Table
 from dispatcher.check import CheckedJob
 from dispatcher.formatting import human_seconds
 from dispatcher.ledger import RunRecord
-from dispatcher.rollout import wave_bounds
 from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.timewindow import PLATFORM_TZ
+from dispatcher.waves import wave_bounds
 
 if TYPE_CHECKING:
     from dispatcher.runner import RunResult

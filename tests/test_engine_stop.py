@@ -11,14 +11,15 @@ import pytest
 from dispatcher.check import check_job
 from dispatcher.config import HttpConfig, Secret
 from dispatcher.engine import Engine, EngineSettings, Rollout
+from dispatcher.engine.abort import AbortRule
 from dispatcher.ledger import Ledger
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.auth import ApiKeyAuth
 from dispatcher.onenet.client import OneNetClient
-from dispatcher.rollout import AbortRule, WaveMap
 from dispatcher.rolloutspec import AbortSpec
 from dispatcher.simulator import SimulatorConfig, running_simulator
+from dispatcher.waves import WaveMap
 from tests.helpers import API_KEY, imei, write_job
 
 READ = "  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"
