@@ -24,10 +24,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import ConfigError
-from dispatcher.jobfile import display_path, translate_errors
 from dispatcher.onenet.platforms import LEGACY, PROFILES, PlatformName, Profile
 from dispatcher.problems import Problem
-from dispatcher.yamlfile import YamlDoc, load_yaml
+from dispatcher.schema_errors import translate_errors
+from dispatcher.yamlfile import YamlDoc, display_path, load_yaml
 
 DEFAULT_BASE_URL = LEGACY.base_url
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
-from dispatcher.timewindow import DEFAULT_ZONE, TimeSpecError, load_zone, parse_duration
+from dispatcher.errors import TimeSpecError
+from dispatcher.timewindow import DEFAULT_ZONE, load_zone, parse_duration
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%", re.ASCII)

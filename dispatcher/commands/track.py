@@ -63,8 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from dispatcher.errors import TimeSpecError
     from dispatcher.lifecycle import TrackOptions, track_run
-    from dispatcher.timewindow import TimeSpecError, parse_duration
+    from dispatcher.timewindow import parse_duration
 
     try:
         interval = parse_duration(args.interval)
