@@ -11,13 +11,14 @@ from rich.table import Table
 
 from dispatcher.check import CheckedJob
 from dispatcher.formatting import human_seconds
-from dispatcher.ledger import RunRecord
 from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.timewindow import PLATFORM_TZ
 from dispatcher.waves import wave_bounds
 
+# Type names only: `validate` prints a plan and must not load the ledger or the engine.
 if TYPE_CHECKING:
-    from dispatcher.runner import RunResult
+    from dispatcher.ledger import RunRecord
+    from dispatcher.runopts import RunResult
 
 
 def both_zones(instant: datetime) -> str:
