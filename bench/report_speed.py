@@ -131,12 +131,12 @@ def report_child(ledger_path: Path, out_path: Path) -> None:
     out_path.write_text(json.dumps(figures))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,1000000", help="rows per ledger, comma-separated")
     parser.add_argument("--child", nargs=2, metavar=("LEDGER", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--fill", nargs=2, metavar=("LEDGER", "ROWS"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         report_child(Path(args.child[0]), Path(args.child[1]))
         return

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -50,6 +51,10 @@ __all__ = [
 Handler = Callable[[argparse.Namespace, Console, Console], int]
 
 
+if TYPE_CHECKING:  # the run's options module loads the engine: not for `validate`
+    from dispatcher.runopts import Ablations
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on exit code 2 (its default) and no traceback."""
 
@@ -68,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, ablations: Ablations | None = None) -> int:
+    """The CLI. ``ablations`` switch parts of a `run` off to measure them (the benchmarks
+    only; no option of the command line sets them)."""
     try:
-        code = _main(argv)
+        code = _main(argv, ablations)
         # written now, while a closed pipe can still be told apart from a bug
         sys.stdout.flush()
     except BrokenPipeError:
@@ -92,9 +99,10 @@ def _stdout_closed() -> int:
     return EXIT_STDOUT_CLOSED
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, ablations: Ablations | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.ablations = ablations
     out = Console(highlight=False, markup=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
     try:

@@ -51,7 +51,7 @@ from dispatcher.resume import (
     refuse_ended,
     window_for,
 )
-from dispatcher.runopts import RunOptions, RunResult
+from dispatcher.runopts import UNLIMITED_RATE, RunOptions, RunResult
 from dispatcher.sent import (
     FleetChanges,
     accept_settled,
@@ -200,9 +200,13 @@ async def _send_all(
             authenticator,
             concurrency=job.rate.concurrency,
             secrets=secret_values,
+            guard_second_send=options.ablations.second_send_guard,
         ) as client,
     ):
-        limiter = RateLimiter(job.rate.per_second, clock)
+        ablations = options.ablations
+        limiter = RateLimiter(
+            job.rate.per_second if ablations.rate_limit else UNLIMITED_RATE, clock
+        )
         result.reconciled = await recover_in_doubt(
             ledger,
             run_id,
@@ -214,7 +218,12 @@ async def _send_all(
             fallback_sent_at=result.first_started_at,
             min_age=config.http.read_timeout + RECONCILE_MARGIN,
         )
-        writer = LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8)
+        writer = LedgerWriter(
+            ledger,
+            run_id,
+            capacity=job.rate.concurrency + 8,
+            record_sends=ablations.ledger_sends,
+        )
         rollout = _rollout(options, checked, ledger, writer, run_id, stop, clock)
         engine = Engine(
             lambda: checked.plan.devices(Problems()),

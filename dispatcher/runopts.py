@@ -13,6 +13,20 @@ from dispatcher.errors import DispatcherError
 from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport
 
+UNLIMITED_RATE = 1e9  # requests per second: a limiter that never has to wait
+
+
+@dataclass(frozen=True, slots=True)
+class Ablations:
+    """Parts of a run switched off to measure what each costs (``python -m bench``).
+
+    Never set by the CLI's options: a run with any of them off is not a safe run.
+    """
+
+    rate_limit: bool = True  # False: the limiter runs with UNLIMITED_RATE (the throughput ceiling)
+    ledger_sends: bool = True  # False: "sending" marks and answers are not written
+    second_send_guard: bool = True  # False: aiohttp's resend of a dropped request is not refused
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -35,6 +49,7 @@ class RunOptions:
     imeis: frozenset[str] | None = None  # read from imei_file
     console: Console | None = None  # where progress goes (a live display on a terminal)
     progress_interval: float = 30.0  # seconds between progress events when not on a terminal
+    ablations: Ablations = Ablations()  # all on: only the benchmarks switch parts off
 
 
 @dataclass

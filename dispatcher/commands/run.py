@@ -146,7 +146,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from dispatcher.runner import RunOptions, run_job
+    from dispatcher.runner import run_job
+    from dispatcher.runopts import Ablations, RunOptions
     from dispatcher.show import print_run_summary
 
     if args.limit is not None and args.limit < 1:
@@ -182,6 +183,7 @@ def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
             interactive=sys.stdin.isatty() and out.is_terminal,
             console=err,
             progress_interval=args.progress_interval,
+            ablations=args.ablations or Ablations(),
         )
     )
     print_run_summary(out, result)

@@ -15,6 +15,7 @@ def connect(
     *,
     concurrency: int,
     secrets: tuple[str, ...] | None = None,
+    guard_second_send: bool = True,
 ) -> OneNetClient:
     """A client for ``base_url`` on the config's platform, its pool sized to ``concurrency``.
 
@@ -28,4 +29,5 @@ def connect(
         concurrency=concurrency,
         secrets=secret_values(auth) if secrets is None else secrets,
         platform=config.profile,
+        guard_second_send=guard_second_send,
     )
