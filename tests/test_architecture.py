@@ -190,6 +190,20 @@ def test_only_the_client_imports_aiohttp() -> None:
     assert {"dispatcher.onenet.client"} == users
 
 
+def test_the_engine_sees_of_onenet_only_its_protocols_and_the_errno_table() -> None:
+    """Sending goes through ``Transport``; which outcomes are the platform's fault (for the
+    breaker) is the wire contract's to say, as a pure function of the outcome."""
+    allowed = {"dispatcher.onenet", "dispatcher.onenet.transport", "dispatcher.onenet.errnos"}
+    used = {
+        n
+        for m in _modules()
+        if _under(m, "dispatcher.engine")
+        for n in _imported(m)
+        if _under(n, "dispatcher.onenet")
+    }
+    assert used <= allowed, sorted(used - allowed)
+
+
 def _strings(path: Path) -> Iterator[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
