@@ -212,6 +212,20 @@ async def test_our_client_sends_a_dropped_read_once() -> None:
         assert (Kind.IN_DOUBT, 1) == (outcome.kind, len(sim.commands))
 
 
+async def test_without_the_guard_our_client_would_send_a_dropped_read_twice() -> None:
+    """The benchmarks' trace ablation (a constructor argument) really removes the guard."""
+    async with running_simulator(SimulatorConfig(api_key="k", drop_after_queue_rate=1.0)) as sim:
+        async with OneNetClient(
+            sim.base_url,
+            ApiKeyAuth(Secret("k")),
+            HttpConfig(),
+            concurrency=2,
+            guard_second_send=False,
+        ) as client:
+            await client.send(read_request(), *live())
+        assert 2 == len(sim.commands)
+
+
 async def test_refused_connection_is_retry_and_names_no_key() -> None:
     """Nothing listening: a retry outcome whose text does not carry the key."""
     secret = "canary-key-93b1"

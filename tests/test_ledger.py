@@ -87,3 +87,28 @@ def test_read_only_ledger_refuses_writes(tmp_path: Path) -> None:
     path.chmod(0o444)
     with Ledger(path) as ledger, pytest.raises(LedgerError):
         ledger.start_run(record())
+
+
+@pytest.mark.parametrize("record_sends", [True, False])
+def test_the_writer_records_sends_unless_told_not_to(tmp_path: Path, record_sends: bool) -> None:
+    """The benchmarks' ledger ablation is a constructor argument: without it, every write lands."""
+    import anyio
+
+    from dispatcher.ledger.writer import LedgerWriter
+
+    imei = "865820031234565"
+
+    async def write(ledger: Ledger) -> None:
+        writer = LedgerWriter(ledger, "r1", capacity=4, record_sends=record_sends)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            await writer.register([(imei, "f", ["write"])])
+            await writer.sending(imei, 0, 5.0)
+            await writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, 6.0))
+            await writer.close()
+
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.start_run(record())
+        anyio.run(write, ledger)
+        expected = {"ok": 1} if record_sends else {"pending": 1}
+        assert expected == ledger.counts("r1")
