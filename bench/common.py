@@ -370,7 +370,7 @@ def machine() -> dict[str, Any]:
                 memory_gib = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("aiohttp", "anyio", "yarl", "multidict", "uvloop", "requests", "pydantic"):
         try:
             versions[name] = metadata.version(name)

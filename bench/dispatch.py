@@ -8,6 +8,11 @@
 - ``--unlimited``: the run's rate limiter is built with 10^9 requests/s instead of the
   job's ``rate.per_second`` (a job file takes at most 1,000/s). The limiter's code
   runs unchanged; it just never has to wait. For the throughput ceiling only.
+- ``--ablate ledger``: the run's ledger writer skips the "sending" marks and answers;
+  ``--ablate trace``: the client leaves out its second-send guard (aiohttp's trace hooks).
+
+Each switch is an ``Ablations`` field the CLI passes to the constructors it concerns
+(``RateLimiter``, ``LedgerWriter``, ``OneNetClient``): nothing of the dispatcher is patched.
 - ``--cprofile FILE``: the whole invocation under cProfile, stats dumped to FILE.
 - ``--pyinstrument FILE``: the whole invocation under pyinstrument's sampling
   profiler, its text report (with the event loop's idle time) written to FILE.
@@ -22,64 +27,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-UNLIMITED_RATE = 1e9
 
-
-def _stale(what: str) -> SystemExit:
-    # The switches reach into the dispatcher's internals: say so loudly when those moved,
-    # rather than measure the unpatched code under a patched name.
-    return SystemExit(f"bench/dispatch.py: {what} is gone from dispatcher/; update the bench")
-
-
-def _lift_rate_limit() -> None:
-    import dispatcher.limiter
-    import dispatcher.runner
-
-    if not hasattr(dispatcher.runner, "RateLimiter"):
-        raise _stale("dispatcher.runner.RateLimiter (the run's limiter)")
-
-    class Unlimited(dispatcher.limiter.RateLimiter):
-        __slots__ = ()
-
-        def __init__(self, per_second: float, clock: object) -> None:
-            super().__init__(UNLIMITED_RATE, clock)  # type: ignore[arg-type]
-
-    dispatcher.runner.RateLimiter = Unlimited  # type: ignore[misc]
-
-
-def _ablate_ledger() -> None:
-    from dispatcher.writer import LedgerWriter
-
-    if not hasattr(LedgerWriter, "_do"):
-        raise _stale("LedgerWriter._do (every ledger operation of a run)")
-    real = LedgerWriter._do
-
-    async def _do(self: LedgerWriter, name: str, *args: object) -> object:
-        if name in ("sending", "answer"):
-            return None
-        return await real(self, name, *args)
-
-    LedgerWriter._do = _do  # type: ignore[method-assign]
-
-
-def _ablate_trace() -> None:
-    import aiohttp
-
-    import dispatcher.client
-
-    if "trace_configs=" not in Path(dispatcher.client.__file__).read_text(encoding="utf-8"):
-        raise _stale("the client's aiohttp trace_configs")
-    real = aiohttp.ClientSession
-
-    class Untraced(real):  # type: ignore[misc,valid-type]
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            kwargs.pop("trace_configs", None)
-            super().__init__(*args, **kwargs)
-
-    aiohttp.ClientSession = Untraced  # type: ignore[misc]
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--unlimited", action="store_true")
@@ -87,19 +36,23 @@ def main() -> int:
     parser.add_argument("--cprofile", type=Path, metavar="FILE")
     parser.add_argument("--pyinstrument", type=Path, metavar="FILE")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if args.uvloop:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    if args.unlimited:
-        _lift_rate_limit()
-    if "ledger" in args.ablate:
-        _ablate_ledger()
-    if "trace" in args.ablate:
-        _ablate_trace()
-    from dispatcher.cli import main as cli_main
+    from dispatcher.cli import main as dispatch_main
+    from dispatcher.runopts import Ablations
+
+    ablations = Ablations(
+        rate_limit=not args.unlimited,
+        ledger_sends="ledger" not in args.ablate,
+        second_send_guard="trace" not in args.ablate,
+    )
+
+    def cli_main(argv: list[str]) -> int:
+        return dispatch_main(argv, ablations=ablations)
 
     if args.cprofile is not None:
         import cProfile

@@ -81,10 +81,10 @@ def measure(job: Path) -> tuple[int, float, int, str]:
     return child.returncode, wall, peak, text
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="fleet-memory-") as tmp:
         for rows in [BASELINE_ROWS, *args.sizes]:

@@ -15,11 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from bench.common import (
+    CHILD_CWD,
+    CHILD_ENV,
+)
+from bench.suite import (
+    PY,
+    Add,
+    Suite,
+    log,
+)
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register, WriteOp
 
 RUN = "bench"
 ROWS_PER_BATCH_SIZE = 60_000  # more than any batch size gets through in the time given
@@ -48,7 +63,7 @@ def prepare(path: Path, devices: int) -> list[str]:
         ledger.start_run(_record())
         for start in range(0, devices, 20_000):
             chunk = imeis[start : start + 20_000]
-            ledger.apply([("register", (RUN, [(imei, "all", ["write"]) for imei in chunk]))])
+            ledger.apply([Register(RUN, [(imei, "all", ["write"]) for imei in chunk])])
     return imeis
 
 
@@ -57,11 +72,11 @@ def drive(ledger: Ledger, imeis: list[str], batch: int, seconds: float) -> dict[
     out: dict[str, float] = {}
 
     def work() -> None:
-        ops: list[tuple[str, object]] = []
+        ops: list[WriteOp] = []
         for imei in imeis[:ROWS_PER_BATCH_SIZE]:
             now = time.time()
-            ops.append(("sending", (RUN, imei, 0, now)))
-            ops.append(("answer", (RUN, Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, now))))
+            ops.append(MarkSending(RUN, imei, 0, now))
+            ops.append(RecordAnswer(RUN, Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, now)))
         done = commits = 0
         started = time.perf_counter()
         while done < len(ops) and time.perf_counter() - started < seconds:
@@ -83,12 +98,12 @@ def drive(ledger: Ledger, imeis: list[str], batch: int, seconds: float) -> dict[
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--batches", default="1,16,64")
     parser.add_argument("--seconds", type=float, default=1.5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     path = args.directory / "ledger-rate.sqlite"
     batches = [int(b) for b in args.batches.split(",")]
     imeis = prepare(path, ROWS_PER_BATCH_SIZE * len(batches))
@@ -96,6 +111,55 @@ def main() -> None:
         for i, batch in enumerate(batches):
             rows = imeis[i * ROWS_PER_BATCH_SIZE : (i + 1) * ROWS_PER_BATCH_SIZE]
             print(json.dumps(drive(ledger, rows, batch, args.seconds)), flush=True)
+
+
+# -- the section (python -m bench ledger) --------------------------------------
+
+
+def run(suite: Suite) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    places = {"disk": suite.tmp / "ledger-rate"}
+    if suite.fast is not None:
+        places["tmpfs"] = suite.fast / "ledger-rate"
+    for where, folder in places.items():
+        folder.mkdir()
+        done = subprocess.run(
+            [
+                PY,
+                "-m",
+                "bench.ledger_rate",
+                str(folder),
+                "--seconds",
+                str(suite.scale.ledger_seconds),
+            ],
+            env={**os.environ, **CHILD_ENV},
+            cwd=CHILD_CWD,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        out[where] = {
+            str(r["batch"]): {k: round(v, 1) for k, v in r.items() if k != "batch"} for r in rows
+        }
+        for r in rows:
+            log(
+                f"  {where:<5} batch {r['batch']:>3}: {r['rows_per_second']:9.0f} rows/s"
+                f"  {r['commits_per_second']:7.0f} commits/s"
+            )
+        shutil.rmtree(folder)
+    return out
+
+
+def rows(result: Any, add: Add) -> None:
+    """This section's figures and their targets."""
+    led = result
+    if led:
+        for where, batches in led.items():
+            add(
+                f"5. Ledger.apply rows/s ({where})",
+                ", ".join(f"batch {b}: {x['rows_per_second']:,.0f}" for b, x in batches.items()),
+            )
 
 
 if __name__ == "__main__":

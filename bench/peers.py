@@ -234,7 +234,7 @@ def requests_pool(reqs: list[Req], base_url: str, concurrency: int, key: str) ->
         return sum(pool.map(send, reqs))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("client", choices=("aiohttp", "aiohttp-wal", "requests"))
     parser.add_argument("requests_file", type=Path)
@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true", help="run the asyncio clients on uvloop")
     parser.add_argument("--limit", type=int, help="send only the first N requests of the file")
     parser.add_argument("--cprofile", type=Path, metavar="FILE", help="profile the sending")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     key = os.environ["ONENET_API_KEY"]
     reqs = load(args.requests_file)[: args.limit]
     base_url = args.base_url.rstrip("/")

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import luhn, measure
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register, SkipRest, WriteOp
 
 RUN = "bench"
 OPS = ["write", "read", "write", "read"]
@@ -61,8 +62,8 @@ def fill(path: Path, rows: int) -> None:
                 (luhn(f"86{i:012d}"), f"fleet-{i % 4}", OPS)
                 for i in range(start, min(devices, start + batch))
             ]
-            ledger.apply([("register", (RUN, fleet_of))])
-            ops: list[tuple[str, object]] = []
+            ledger.apply([Register(RUN, fleet_of)])
+            ops: list[WriteOp] = []
             for imei, _, _ in fleet_of:
                 for command in range(len(OPS)):
                     sent = 100.0 + rng.random()
@@ -75,13 +76,10 @@ def fill(path: Path, rows: int) -> None:
                         a = Answer(
                             imei, command, Status.FAILED, None, errno, error, 200, 1, sent + took
                         )
-                        ops.append(("sending", (RUN, imei, command, sent)))
-                        ops.append(("answer", (RUN, a)))
+                        ops.append(MarkSending(RUN, imei, command, sent))
+                        ops.append(RecordAnswer(RUN, a))
                         ops.append(
-                            (
-                                "skip_rest",
-                                (RUN, imei, command, f"command {command} failed; not sent"),
-                            )
+                            SkipRest(RUN, imei, command, f"command {command} failed; not sent")
                         )
                         break
                     elif x < 0.97:
@@ -98,8 +96,8 @@ def fill(path: Path, rows: int) -> None:
                         )
                     else:
                         break  # the rest of this device stays pending
-                    ops.append(("sending", (RUN, imei, command, sent)))
-                    ops.append(("answer", (RUN, a)))
+                    ops.append(MarkSending(RUN, imei, command, sent))
+                    ops.append(RecordAnswer(RUN, a))
             ledger.apply(ops)
         ledger.end_run(RUN, 4000.0, "finished", None)
 
@@ -133,12 +131,12 @@ def report_child(ledger_path: Path, out_path: Path) -> None:
     out_path.write_text(json.dumps(figures))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,1000000", help="rows per ledger, comma-separated")
     parser.add_argument("--child", nargs=2, metavar=("LEDGER", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--fill", nargs=2, metavar=("LEDGER", "ROWS"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         report_child(Path(args.child[0]), Path(args.child[1]))
         return

@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import KEY, cpu_seconds, measure, simulator_process, write_job
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp, simulator_process() as (url, sim):

@@ -98,12 +98,12 @@ def measure(commands: int, per_device: int, fail_rate: float) -> dict[str, float
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=100_000)
     parser.add_argument("--per-device", type=int, default=1)
     parser.add_argument("--fail-rate", type=float, default=0.05)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     figures = measure(args.commands, args.per_device, args.fail_rate)
     for name, value in figures.items():
         print(f"{name:>24}: {value}")

@@ -38,9 +38,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from bench.common import KEY, luhn, simulator_process  # noqa: E402
-from dispatcher.auth import ApiKeyAuth  # noqa: E402
-from dispatcher.client import OneNetClient  # noqa: E402
 from dispatcher.config import HttpConfig, Secret  # noqa: E402
+from dispatcher.onenet.auth import ApiKeyAuth  # noqa: E402
+from dispatcher.onenet.client import OneNetClient  # noqa: E402
 from dispatcher.outcome import Kind, Outcome  # noqa: E402
 from dispatcher.plan import Request  # noqa: E402
 from dispatcher.timewindow import PLATFORM_TZ, Window  # noqa: E402
@@ -123,7 +123,7 @@ def measure(keepalive: float, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--server-idle", type=float, default=1.0, help="server idle timeout (s)")
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--short", type=float, default=0.5, help="client keepalive below it (s)")
     parser.add_argument("--burst", type=int, default=100, help="requests per burst")
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not args.long > args.server_idle > args.short:
         raise SystemExit("--long must be above --server-idle, and --short below it")
     results = []

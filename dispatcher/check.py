@@ -10,20 +10,19 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from dispatcher import __version__
-from dispatcher.errors import InputError
+from dispatcher.errors import InputError, JobSchemaError, TimeSpecError
 from dispatcher.fleets import csv_path, iter_fleet
 from dispatcher.jobfile import (
     PLATFORM_PUBLIC_RATE,
     FleetSpec,
-    JobSchemaError,
     LoadedJob,
     WindowSpec,
     load_job,
 )
 from dispatcher.plan import Plan, PlanStats
 from dispatcher.problems import Problem, Problems
-from dispatcher.rollout import WaveMap, key_thresholds, shuffle_key, wave_bounds
-from dispatcher.timewindow import TimeSpecError, Window, load_zone, parse_time_spec, resolve_window
+from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window
+from dispatcher.waves import WaveMap, key_thresholds, shuffle_key, wave_bounds
 from dispatcher.yamlfile import YamlDoc
 
 

@@ -24,10 +24,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import ConfigError
-from dispatcher.jobfile import display_path, translate_errors
-from dispatcher.platforms import LEGACY, PROFILES, PlatformName, Profile
+from dispatcher.onenet.platforms import LEGACY, PROFILES, PlatformName, Profile
 from dispatcher.problems import Problem
-from dispatcher.yamlfile import YamlDoc, load_yaml
+from dispatcher.schema_errors import translate_errors
+from dispatcher.yamlfile import YamlDoc, display_path, load_yaml
 
 DEFAULT_BASE_URL = LEGACY.base_url
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -169,9 +169,9 @@ class Config(_Model):
 
 
 def check_base_url(value: str) -> str:
-    """Scheme, host and port: the platform profile adds the path (``/nbiot``, ``/nb-iot``).
+    """Scheme, host and port: the platform profile adds its path prefix (``onenet.platforms``).
 
-    A path is refused rather than ignored: a URL copied with its ``/nbiot`` from an old
+    A path is refused rather than ignored: a URL copied with its prefix from an old
     script would otherwise be silently reinterpreted, and a proxy path would be lost.
     """
     from urllib.parse import urlsplit
@@ -184,7 +184,7 @@ def check_base_url(value: str) -> str:
     if parts.path.strip("/") or parts.query or parts.fragment:
         raise ValueError(
             "base URL is scheme, host and port only (the platform setting adds the"
-            f' path, /nbiot or /nb-iot), got "{value}"'
+            f' path, {" or ".join(p.prefix for p in PROFILES.values())}), got "{value}"'
         )
     return value.rstrip("/")
 

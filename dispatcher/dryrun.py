@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from dispatcher.check import CheckedJob
-from dispatcher.client import build_url
+from dispatcher.onenet.render import method_of, request_url
 from dispatcher.problems import Problems
 
 
@@ -53,8 +53,8 @@ def requests(
                     "imei": device.imei,
                     "command": request.index,
                     "op": request.op,
-                    "method": request.method,
-                    "url": build_url(base_url, request.path, request.query(checked.window, now)),
+                    "method": method_of(request),
+                    "url": request_url(base_url, request, checked.window, now),
                     "headers": headers,
                     "body": None if request.body is None else json.loads(request.body),
                 }

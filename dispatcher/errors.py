@@ -2,7 +2,10 @@
 
     DispatcherError                 base of everything we raise on purpose
     ├── InputError                  bad job, fleet, config or arguments: exit 2, nothing sent
-    │   └── ConfigError             the config file or the environment (missing key, bad URL)
+    │   ├── ConfigError             the config file or the environment (missing key, bad URL)
+    │   └── JobSchemaError          the job file broke schema rules (keeps the document, so
+    │                               its fleets can still be checked and reported with it)
+    ├── TimeSpecError (ValueError)  a window time or duration that cannot be understood
     ├── RunRefused                  the ledger says this run must not go on: exit 2
     ├── CredentialsRefused          the platform refused the API key or token: exit 2, the rows
     │                               stay pending (a rerun with the right key sends them)
@@ -11,16 +14,29 @@
     ├── PlatformUnavailable         the platform stopped answering (outage): exit 4
     └── Aborted                     the rollout's abort rule fired, or the run was aborted: exit 3
 
-The CLI maps each family to its exit code in one place (``cli.exit_code_for``).
-Library exceptions (aiohttp, sqlite3, yaml) are translated where they are raised,
-with ``raise ... from exc``, and their messages never carry the API key.
+The CLI maps each family to its exit code in one place (``exits.exit_code_for``).
+Library exceptions (aiohttp, sqlite3, yaml, pydantic) are translated where they are
+raised into one of these, with ``raise ... from exc`` when the cause helps a reader of a
+traceback, or ``from None`` when the library's chain would only repeat the message (or
+could carry a request's headers); their messages never carry the API key.
+
+``TimeSpecError`` is also a ``ValueError``: raised inside a pydantic validator, a
+ValueError becomes a located validation error (``FILE:LINE: where: what``); any other
+exception would escape pydantic as a crash. Callers outside pydantic catch it as a
+DispatcherError, or turn it into an InputError naming the option.
+
+Private exceptions (a leading underscore) never leave their module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dispatcher.problems import Problem
+
+if TYPE_CHECKING:  # yamlfile raises InputError: a runtime import would be circular
+    from dispatcher.yamlfile import YamlDoc
 
 
 class DispatcherError(Exception):
@@ -53,6 +69,18 @@ class InputError(DispatcherError):
 
 class ConfigError(InputError):
     """The config file or the environment it points at is unusable."""
+
+
+class JobSchemaError(InputError):
+    """The job file broke schema rules; carries the document so other parts can still be checked."""
+
+    def __init__(self, problems: list[Problem], doc: YamlDoc) -> None:
+        super().__init__(problems)
+        self.doc = doc
+
+
+class TimeSpecError(DispatcherError, ValueError):
+    """A window time that cannot be understood; the message says what to write instead."""
 
 
 class RunRefused(DispatcherError):

@@ -1,6 +1,6 @@
 """Is this command on the platform the one we sent? Judged on the detail's `args` and `content`.
 
-The platform's detail page (``GET /nbiot/offline/history/{uuid}``) says only that
+The platform's detail page (``platforms.detail_path``) says only that
 ``args`` holds the call's HTTP parameters and ``content`` its HTTP content, "as json":
 its example shows JSON objects, other platforms write JSON text, of the body or of
 just its ``data`` list, or res_id→val pairs. So every form is tried on both fields:

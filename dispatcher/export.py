@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import IO, Any
 
+from dispatcher.formatting import iso_utc
 from dispatcher.ledger import Ledger
 
 FIELDS = (
@@ -33,19 +33,13 @@ FIELDS = (
 )
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def records(ledger: Ledger, run_id: str | None) -> Iterator[dict[str, Any]]:
     """The export records of a run (or of every run), in the order devices were planned."""
     for row in ledger.items(run_id):
         record = {name: row[name] for name in FIELDS}
         record["imei"] = str(record["imei"])
-        record["sent_at"] = _iso(record["sent_at"])
-        record["answered_at"] = _iso(record["answered_at"])
+        record["sent_at"] = iso_utc(record["sent_at"], timespec="milliseconds")
+        record["answered_at"] = iso_utc(record["answered_at"], timespec="milliseconds")
         yield record
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.imei import imei_problem, luhn_problem
-from dispatcher.jobfile import FleetSpec, display_path
+from dispatcher.jobfile import FleetSpec
 from dispatcher.problems import Problems
-from dispatcher.yamlfile import YamlDoc
+from dispatcher.yamlfile import YamlDoc, display_path
 
 # Python's csv default is 128 KiB a field; we keep it, and report a longer one as an error.
 _EMPTY: Mapping[str, str] = {}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+from dispatcher.errors import InputError
+from dispatcher.problems import Problem
 
 _DIGITS15 = re.compile(r"[0-9]{15}", re.ASCII)
 # What a spreadsheet makes of a 15-digit number: 8.65820E+14.
@@ -48,3 +52,24 @@ def luhn_problem(imei: str) -> str | None:
     if ord(imei[14]) - 48 == expected:
         return None
     return f'imei "{imei}": check digit should be {expected} (Luhn); is the IMEI mistyped?'
+
+
+def read_imei_file(path: Path) -> frozenset[str]:
+    """IMEIs to target, one per line (blank lines and # comments skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    found: set[str] = set()
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        value = line.strip()
+        if not value or value.startswith("#"):
+            continue
+        problem = imei_problem(value)
+        if problem is not None:
+            problems.append(Problem(str(path), number, None, problem))
+        found.add(value)
+    if problems:
+        raise InputError(problems)
+    return frozenset(found)

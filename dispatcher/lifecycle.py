@@ -14,18 +14,19 @@ from pathlib import Path
 import anyio
 import structlog
 
-from dispatcher.access import authenticator_for, base_url_from, secret_values
-from dispatcher.auth import Authenticator
-from dispatcher.client import OneNetClient
 from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
 from dispatcher.errors import CredentialsRefused, InputError
 from dispatcher.jobfile import Job, load_job
 from dispatcher.ledger import Ledger, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.access import authenticator_for, base_url_from
+from dispatcher.onenet.auth import Authenticator
+from dispatcher.onenet.client import OneNetClient
+from dispatcher.onenet.connect import connect
 from dispatcher.plan import Plan, Request
 from dispatcher.reconcile import ReconcileReport, reconcile_run
-from dispatcher.runner import RECONCILE_MARGIN
+from dispatcher.resume import RECONCILE_MARGIN, RunState
 from dispatcher.sent import sent_requests
 from dispatcher.tracking import (
     FINAL,
@@ -117,14 +118,7 @@ async def _reconcile_all(
     clock = RealClock()
     for record, base_url in targets:
         requests, rate = _job_requests(ledger, record)
-        async with OneNetClient(
-            base_url,
-            auth,
-            config.http,
-            concurrency=4,
-            secrets=secret_values(auth),
-            platform=config.profile,
-        ) as client:
+        async with connect(config, base_url, auth, concurrency=4) as client:
             outcome.reports[record.run_id] = await reconcile_run(
                 ledger,
                 record.run_id,
@@ -231,14 +225,7 @@ async def _track(
     outcome: TrackOutcome,
 ) -> None:
     limiter = RateLimiter(rate, RealClock())
-    async with OneNetClient(
-        target,
-        auth,
-        config.http,
-        concurrency=concurrency,
-        secrets=secret_values(auth),
-        platform=config.profile,
-    ) as client:
+    async with connect(config, target, auth, concurrency=concurrency) as client:
         while True:
             closed = datetime.now(UTC) >= expires  # a last pass after the close sees "expired"
             report = await track_pass(
@@ -299,21 +286,14 @@ def cancel_run(options: CancelOptions) -> CancelOutcome:
         # Before any request: a run being taken back must never be resumed by mistake.
         ledger.set_state(
             record.run_id,
-            "cancelled",
+            RunState.CANCELLED,
             f"cancelled by the operator at {datetime.now(UTC).isoformat(timespec='seconds')}",
         )
         rate, concurrency = _pace(record, None, None)
 
         async def go() -> None:
             limiter = RateLimiter(rate, RealClock())
-            async with OneNetClient(
-                target,
-                auth,
-                config.http,
-                concurrency=concurrency,
-                secrets=secret_values(auth),
-                platform=config.profile,
-            ) as client:
+            async with connect(config, target, auth, concurrency=concurrency) as client:
                 outcome.report = await cancel_pass(
                     ledger, record.run_id, rows, client, limiter, concurrency=concurrency
                 )

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dispatcher.errors import InputError
+from dispatcher.formatting import iso_utc
 from dispatcher.ledger import Ledger
-from dispatcher.report import STATUS_ORDER, CellCounts, Report, RunInfo, iso_utc, render_json
+from dispatcher.report import STATUS_ORDER, CellCounts, Report, RunInfo, render_json
+from dispatcher.resume import RunState
 
 MAX_ERROR_CHARS = 200  # per listed device, so one long platform answer cannot bloat a report
 MAX_FAILURES_TOTAL = 1000  # devices listed over all test cases: a file CI can still render
@@ -161,9 +163,9 @@ def _junit_timestamp(run: RunInfo) -> str:
 
 # -- Prometheus metrics -----------------------------------------------------------------
 
-# The states ``runner.run_job`` records. Each gets a sample (0 or 1), so an alert on
-# state="aborted" sees 0 rather than no data.
-RUN_STATES = ("running", "paused", "partial", "finished", "stopped", "aborted")
+# The states ``runner.run_job`` records (not `cancel`'s). Each gets a sample (0 or 1), so
+# an alert on state="aborted" sees 0 rather than no data.
+RUN_STATES = tuple(s.value for s in RunState if s is not RunState.CANCELLED)
 _LAST_SUCCESS = "onenet_dispatch_last_success_timestamp_seconds"
 
 
@@ -179,7 +181,7 @@ def write_metrics(report: Report, path: Path, *, now: float) -> None:
     ids = {"run_id": run.run_id, "job": run.job}
     end = run.ended_at if run.ended_at is not None else now
     last_success: float | None
-    if run.state == "finished" and report.all_ok:
+    if run.state == RunState.FINISHED and report.all_ok:
         last_success = end
     else:
         last_success = _previous_last_success(path, run.job)

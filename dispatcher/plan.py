@@ -24,7 +24,6 @@ from dispatcher.jobfile import (
     LoadedJob,
     PlatformOptions,
 )
-from dispatcher.platforms import EXECUTE, OFFLINE
 from dispatcher.problems import Problems
 from dispatcher.seen import SeenImeis
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
@@ -32,13 +31,14 @@ from dispatcher.yamlfile import format_path
 
 Op = Literal["write", "read", "execute"]
 Params = tuple[tuple[str, str], ...]
-# Relative to the platform profile's prefix (platforms.py).
-PATHS: dict[str, str] = {"write": OFFLINE, "read": OFFLINE, "execute": EXECUTE}
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One command for one device, rendered; the window's times are added at send time."""
+    """One command for one device, rendered; the window's times are added at send time.
+
+    Its method and path are the wire contract's: ``onenet.render`` gives them.
+    """
 
     index: int
     op: Op
@@ -46,14 +46,6 @@ class Request:
     head: Params  # imei, object ids, mode: everything before the times
     tail: Params  # retry, timeout, trigger_msg when the job sets them
     body: bytes | None
-
-    @property
-    def method(self) -> str:
-        return "GET" if self.op == "read" else "POST"
-
-    @property
-    def path(self) -> str:
-        return PATHS[self.op]
 
     @property
     def digest(self) -> str:

@@ -3,7 +3,7 @@
 A request whose answer never arrived may or may not have queued its command, and
 other applications (another system, an operator's console) queue commands on the
 same devices. For each device with in-doubt rows we read its history
-(``GET /nbiot/offline/history``) from the earliest send on, to its end, and take as
+(``platforms.HISTORY``) from the earliest send on, to its end, and take as
 candidates the commands of the same kind, created since the row's send (less
 ``CLOCK_SKEW``: the platform's clock is not ours), whose uuid the ledger does not
 know. Each candidate's detail is judged against what was sent (``evidence.judge``):
@@ -25,16 +25,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from dispatcher.evidence import Judgement, Verdict, judge
 from dispatcher.ledger import InDoubt, Ledger, Status
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.platforms import HISTORY, detail_path
+from dispatcher.onenet.transport import PlatformQueries
 from dispatcher.outcome import Outcome
 from dispatcher.plan import Request
-from dispatcher.platforms import HISTORY, detail_path
 from dispatcher.timewindow import PLATFORM_TZ, wire_time
 
 log = structlog.get_logger("dispatcher.reconcile")
@@ -43,10 +44,6 @@ CLOCK_SKEW = timedelta(minutes=2)
 # A device holds at most 10 cached commands at a time, but its history keeps the
 # finished ones too; a history longer than this is not read to its end (in doubt).
 MAX_PAGES = 50
-
-
-class PlatformQueries(Protocol):
-    async def ask(self, path: str, pairs: list[tuple[str, str]]) -> dict[str, Any] | Outcome: ...
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
-from dispatcher.timewindow import DEFAULT_ZONE, TimeSpecError, load_zone, parse_duration
+from dispatcher.errors import TimeSpecError
+from dispatcher.timewindow import DEFAULT_ZONE, load_zone, parse_duration
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%", re.ASCII)
@@ -89,7 +90,7 @@ class RolloutSpec(_Model):
     )
     pause_between_waves: str = Field(
         "0s",
-        description='a duration (10m) or "confirm": wait for `onenet-dispatch resume` or a yes on the terminal',
+        description='a duration (10m) or "confirm": wait for `onenet-dispatch confirm-wave` or a yes on the terminal',
     )
     abort: AbortSpec | None = Field(None, description="when to stop the rollout")
     order: Literal["csv", "shuffle"] = Field(

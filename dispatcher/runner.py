@@ -11,179 +11,65 @@ import base64
 import dataclasses
 import functools
 import secrets
-import shlex
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import structlog
-from rich.console import Console
 
-from dispatcher.access import (
+from dispatcher.check import CheckedJob, check_job, inputs_hash
+from dispatcher.clock import Clock, RealClock, unix_now
+from dispatcher.config import Config, Secret, load_config
+from dispatcher.dispatch_window import DispatchWindow
+from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
+from dispatcher.engine.abort import AbortRule
+from dispatcher.errors import InputError
+from dispatcher.imei import read_imei_file
+from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
+from dispatcher.ledger.writer import LedgerWriter
+from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.access import (
     authenticator_for,
     base_url_from,
     credentials_source,
     secret_values,
 )
-from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth, user_res
-from dispatcher.check import CheckedJob, check_job, inputs_hash
-from dispatcher.client import OneNetClient
-from dispatcher.clock import Clock, RealClock, unix_now
-from dispatcher.config import Config, Secret, load_config
-from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
-from dispatcher.errors import Aborted, DispatcherError, InputError, LedgerError, RunRefused
-from dispatcher.imei import imei_problem
-from dispatcher.jobfile import load_job
-from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
-from dispatcher.limiter import RateLimiter
-from dispatcher.problems import Problem, Problems
+from dispatcher.onenet.auth import ApiKeyAuth, Authenticator, TokenAuth, user_res
+from dispatcher.onenet.connect import connect
+from dispatcher.problems import Problems
 from dispatcher.progress import Meter, show_progress
-from dispatcher.reconcile import ReconcileReport, reconcile_run
-from dispatcher.rollout import AbortRule
-from dispatcher.schedule import DispatchWindow
+from dispatcher.resume import (
+    RECONCILE_MARGIN,
+    RunState,
+    end_state,
+    ledger_file,
+    nothing_left,
+    recover_in_doubt,
+    refuse_ended,
+    window_for,
+)
+from dispatcher.runopts import UNLIMITED_RATE, RunOptions, RunResult
 from dispatcher.sent import (
     FleetChanges,
     accept_settled,
     find_changes,
     refuse_or_accept,
-    sent_requests,
 )
 from dispatcher.timewindow import Window
-from dispatcher.writer import LedgerWriter
+
+__all__ = ["RunOptions", "RunResult", "run_job"]
 
 log = structlog.get_logger("dispatcher.run")
-
-# A request sent this long ago (beyond the read timeout) has arrived, or never will.
-RECONCILE_MARGIN = 5.0
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    job: Path
-    config: Path | None = None
-    ledger: Path | None = None
-    run_id: str | None = None
-    base_url: str | None = None
-    simulate: bool = False
-    resend_in_doubt: bool = False
-    strict: bool = False
-    limit: int | None = None
-    fleets: tuple[str, ...] = ()
-    imei_file: Path | None = None
-    accept_changed_fleet: bool = False  # resume although fleet files render other requests
-    override_abort: bool = False
-    no_wait: bool = False
-    interactive: bool = False  # a person at a terminal may answer "confirm" pauses
-    clock: Clock | None = None  # tests move time instead of waiting
-    imeis: frozenset[str] | None = None  # read from imei_file
-    console: Console | None = None  # where progress goes (a live display on a terminal)
-    progress_interval: float = 30.0  # seconds between progress events when not on a terminal
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    ledger: Path
-    target: str
-    totals: Totals
-    counts: dict[str, int]  # the whole run's rows by status, this and earlier invocations
-    warnings: Problems
-    signal: int | None = None
-    fatal: DispatcherError | None = None
-    resumed: bool = False
-    first_started_at: float = 0.0
-    reconciled: ReconcileReport | None = None
-    state: str = "finished"  # the run's state as this invocation left it
-    remaining: int = 0  # devices of the whole job not settled yet
-    next_command: str | None = None  # what sends the remainder of a partial run
-
-    @property
-    def partial(self) -> bool:
-        return self.state == "partial"
-
-    @property
-    def all_ok(self) -> bool:
-        # A subset leaves the job's other devices pending on purpose: that is not a failure.
-        allowed = {"ok", "pending"} if self.partial else {"ok"}
-        return set(self.counts) <= allowed
-
-    @property
-    def paused(self) -> str | None:
-        """Why the run stopped early on purpose and resumes later (exit 0), if it did."""
-        if self.totals.stopped_outside_window:
-            return "outside the dispatch window"
-        if self.totals.stopped_for_confirmation:
-            return f"waiting for confirmation to start wave {self.totals.wave + 2}"
-        return None
-
-
-def _ledger_path(options: RunOptions, config: Config) -> Path:
-    if options.ledger is not None:
-        return options.ledger
-    if config.ledger and not options.simulate:
-        return Path(config.ledger)
-    return options.job.parent / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
-
-
-def _nothing_left(options: RunOptions, config: Config) -> RunResult | None:
-    """A rerun of a run that left nothing to send, on unchanged files: say so without a pass.
-
-    Checking and streaming a million-device fleet takes a minute; when the job and fleet
-    files are byte for byte those of the run's last complete pass, which left no row to
-    send, the answer is known. Anything else (a changed file, pending or in-doubt rows,
-    another target) takes the full path.
-    """
-    if options.simulate or options.resend_in_doubt:
-        return None
-    try:
-        loaded = load_job(options.job)
-    except InputError:
-        return None
-    run_id = options.run_id or loaded.job.name
-    ledger_path = _ledger_path(options, config)
-    if not ledger_path.is_file():
-        return None
-    try:
-        previous = read_run(ledger_path, run_id)
-    except LedgerError:
-        return None  # the full path says what is wrong with the file
-    if previous is None or previous.inputs_hash is None or previous.state != "finished":
-        return None
-    if previous.target != base_url_from(options.base_url or config.base_url):
-        return None
-    if previous.inputs_hash != inputs_hash(loaded, strict=options.strict):
-        return None
-    with Ledger(ledger_path) as ledger:
-        ledger.lock(run_id)
-        counts = ledger.counts(run_id)
-        if set(counts) - DONE:
-            return None
-    log.info(
-        "nothing_to_send",
-        run_id=run_id,
-        reason="job and fleet files unchanged since the run completed",
-    )
-    return RunResult(
-        run_id=run_id,
-        ledger=ledger_path,
-        target=previous.target,
-        totals=Totals(planned_devices=previous.devices, already_done=previous.devices),
-        counts=counts,
-        warnings=Problems(),
-        resumed=True,
-        first_started_at=previous.first_started_at,
-    )
 
 
 def run_job(options: RunOptions) -> RunResult:
     """One invocation of ``run``; raises InputError/RunRefused before anything is sent."""
     config = load_config(options.config)
     now = datetime.now(UTC)
-    done = _nothing_left(options, config)
+    done = nothing_left(options, config)
     if done is not None:
         return done
     checked = check_job(options.job, now=now, strict=options.strict)
@@ -197,7 +83,7 @@ def run_job(options: RunOptions) -> RunResult:
     run_id = options.run_id or (
         f"{job.name}-simulated-{now.strftime('%Y%m%dT%H%M%S')}" if options.simulate else job.name
     )
-    ledger_path = _ledger_path(options, config)
+    ledger_path = ledger_file(options, config)
     fingerprint = job.fingerprint()
     if options.imei_file is not None:
         options = dataclasses.replace(options, imeis=read_imei_file(options.imei_file))
@@ -210,18 +96,8 @@ def run_job(options: RunOptions) -> RunResult:
     with Ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
         ledger.lock(run_id)
         previous = ledger.run(run_id)
-        window = _window_for(previous, checked, fingerprint, target, run_id, now)
-        if previous is not None and previous.state == "cancelled":
-            raise RunRefused(
-                f'run "{run_id}" was cancelled ({previous.reason}); it is never resumed: pick a new run id'
-            )
-        if previous is not None and previous.state == "aborted":
-            if not options.override_abort:
-                raise Aborted(
-                    f'run "{run_id}" was aborted ({previous.reason}); fix the cause, then rerun with'
-                    " --override-abort to continue it, or start a new run id"
-                )
-            log.warning("abort_overridden", run_id=run_id, reason=previous.reason)
+        window = window_for(previous, checked, fingerprint, target, run_id, now)
+        refuse_ended(previous, run_id, override_abort=options.override_abort)
         changes = FleetChanges()
         if previous is not None:
             # Before anything is sent: does each device still render what the run stored?
@@ -243,7 +119,7 @@ def run_job(options: RunOptions) -> RunResult:
                 first_started_at=previous.first_started_at if previous else started,
                 started_at=started,
                 ended_at=None,
-                state="running",
+                state=RunState.RUNNING,
                 reason=None,
                 devices=checked.stats.devices,
                 waves=len(job.rollout.waves),
@@ -280,34 +156,17 @@ def run_job(options: RunOptions) -> RunResult:
                 result,
             )
         finally:
-            state = "finished"
-            reason = None
             if kept_as_sent:
                 # in-doubt rows of accepted devices that reconcile settled: accepted too
                 accept_settled(ledger, run_id, changes)
             result.counts = ledger.counts(run_id)
             # The run's state derives from the whole job, never from this invocation's subset.
             result.remaining = max(0, checked.stats.devices - ledger.settled_devices(run_id))
-            subset = bool(options.fleets) or options.imeis is not None or options.limit is not None
-            if subset and result.remaining:
-                result.next_command = _next_command(options, run_id)
-                state = "partial"
-                reason = (
-                    f"{result.remaining} of {checked.stats.devices} devices not settled yet;"
-                    f" `{result.next_command}` sends them"
-                )
-            if isinstance(result.fatal, Aborted):
-                state, reason = "aborted", str(result.fatal)
-            elif result.fatal is not None:
-                state, reason = "stopped", str(result.fatal)
-            elif result.paused is not None:
-                state, reason = "paused", result.paused
-            elif result.signal is not None:
-                state, reason = "stopped", f"stopped by {signal.Signals(result.signal).name}"
+            state, reason = end_state(options, result, run_id, checked.stats.devices)
             result.state = state
             # Remember the inputs of a pass that left nothing to send: a rerun can then say so at once.
             complete = (
-                state == "finished"
+                state == RunState.FINISHED
                 and not result.remaining
                 and not set(result.counts) - DONE
                 and not options.simulate
@@ -316,37 +175,6 @@ def run_job(options: RunOptions) -> RunResult:
             ledger.end_run(run_id, unix_now(), state, reason, digest)
             log.info("run_ended", state=state, reason=reason, **result.counts)
     return result
-
-
-def _window_for(
-    previous: RunRecord | None,
-    checked: CheckedJob,
-    fingerprint: str,
-    target: str,
-    run_id: str,
-    now: datetime,
-) -> Window:
-    """The run's window: resolved at its first start, so a resumed device gets the same expiry."""
-    if previous is None:
-        return checked.window
-    if previous.job_hash != fingerprint:
-        raise RunRefused(
-            f'run "{run_id}" was started with other commands or another window; '
-            "pick a new run id (--run-id) for the changed job"
-        )
-    if previous.target != target:
-        raise RunRefused(
-            f'run "{run_id}" was sent to {previous.target}, not {target}; pick a new run id'
-        )
-    window = Window(
-        valid=datetime.fromisoformat(previous.valid_time) if previous.valid_time else None,
-        expired=datetime.fromisoformat(previous.expired_time),
-    )
-    if window.expired <= now:
-        raise RunRefused(
-            f'run "{run_id}"\'s window closed at {window.expired.isoformat()}; start a new run id to send again'
-        )
-    return window
 
 
 async def _send_all(
@@ -366,38 +194,36 @@ async def _send_all(
     stop = anyio.Event()
     async with (
         _platform(options, config, target, auth) as (base_url, authenticator, secret_values),
-        OneNetClient(
+        connect(
+            config,
             base_url,
             authenticator,
-            config.http,
             concurrency=job.rate.concurrency,
             secrets=secret_values,
-            platform=config.profile,
+            guard_second_send=options.ablations.second_send_guard,
         ) as client,
     ):
-        limiter = RateLimiter(job.rate.per_second, clock)
-        if options.resend_in_doubt:
-            log.warning("resending_in_doubt", run_id=run_id, rows=len(ledger.in_doubt(run_id)))
-        else:
-            in_doubt = ledger.in_doubt(run_id)
-            if in_doubt:
-                # Ask the platform what became of them before anything else is sent.
-                result.reconciled = await reconcile_run(
-                    ledger,
-                    run_id,
-                    client,
-                    limiter,
-                    fallback_sent_at=result.first_started_at,
-                    # compared with what was sent: a rendering whose hash the row stored
-                    requests=sent_requests(
-                        ledger,
-                        run_id,
-                        checked.plan,
-                        {row.imei for row in in_doubt} - kept_as_sent,
-                    ),
-                    min_age=config.http.read_timeout + RECONCILE_MARGIN,
-                )
-        writer = LedgerWriter(ledger, run_id, capacity=job.rate.concurrency + 8)
+        ablations = options.ablations
+        limiter = RateLimiter(
+            job.rate.per_second if ablations.rate_limit else UNLIMITED_RATE, clock
+        )
+        result.reconciled = await recover_in_doubt(
+            ledger,
+            run_id,
+            client,
+            limiter,
+            checked,
+            kept_as_sent,
+            resend=options.resend_in_doubt,
+            fallback_sent_at=result.first_started_at,
+            min_age=config.http.read_timeout + RECONCILE_MARGIN,
+        )
+        writer = LedgerWriter(
+            ledger,
+            run_id,
+            capacity=job.rate.concurrency + 8,
+            record_sends=ablations.ledger_sends,
+        )
         rollout = _rollout(options, checked, ledger, writer, run_id, stop, clock)
         engine = Engine(
             lambda: checked.plan.devices(Problems()),
@@ -510,43 +336,6 @@ async def _grace(engine: Engine, grace: float) -> None:
     engine.hard_stop()
 
 
-def _next_command(options: RunOptions, run_id: str) -> str:
-    """The command line that sends what a subset left: the same run, without the subset."""
-    parts = ["onenet-dispatch", "run", shlex.quote(str(options.job))]
-    if options.simulate:
-        parts.append("--simulate")
-    if options.run_id is not None or options.simulate:
-        parts += ["--run-id", shlex.quote(run_id)]
-    if options.ledger is not None:
-        parts += ["--ledger", shlex.quote(str(options.ledger))]
-    if options.config is not None:
-        parts += ["--config", shlex.quote(str(options.config))]
-    if options.base_url is not None:
-        parts += ["--base-url", shlex.quote(options.base_url)]
-    return " ".join(parts)
-
-
-def read_imei_file(path: Path) -> frozenset[str]:
-    """IMEIs to target, one per line (blank lines and # comments skipped)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
-    found: set[str] = set()
-    problems = []
-    for number, line in enumerate(text.splitlines(), 1):
-        value = line.strip()
-        if not value or value.startswith("#"):
-            continue
-        problem = imei_problem(value)
-        if problem is not None:
-            problems.append(Problem(str(path), number, None, problem))
-        found.add(value)
-    if problems:
-        raise InputError(problems)
-    return frozenset(found)
-
-
 def _rollout(
     options: RunOptions,
     checked: CheckedJob,
@@ -596,7 +385,7 @@ CONFIRM_POLL_SECONDS = 2.0
 async def _confirmation(
     options: RunOptions, ledger_path: Path, run_id: str, wave: int, stop: anyio.Event, clock: Clock
 ) -> bool:
-    """Wait until wave ``wave`` is confirmed: by `onenet-dispatch resume`, or a yes on the terminal."""
+    """Wait until wave ``wave`` is confirmed: by `onenet-dispatch confirm-wave`, or a yes on the terminal."""
     if options.interactive:
         answer = await anyio.to_thread.run_sync(input, f"Start wave {wave + 1}? [y/N] ")
         return answer.strip().lower() in ("y", "yes")

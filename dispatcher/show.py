@@ -10,14 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from dispatcher.check import CheckedJob
-from dispatcher.ledger import RunRecord
-from dispatcher.report import human_seconds
-from dispatcher.rollout import wave_bounds
+from dispatcher.formatting import human_seconds
 from dispatcher.rolloutspec import RolloutSpec
 from dispatcher.timewindow import PLATFORM_TZ
+from dispatcher.waves import wave_bounds
 
+# Type names only: `validate` prints a plan and must not load the ledger or the engine.
 if TYPE_CHECKING:
-    from dispatcher.runner import RunResult
+    from dispatcher.ledger import RunRecord
+    from dispatcher.runopts import RunResult
 
 
 def both_zones(instant: datetime) -> str:
@@ -58,7 +59,7 @@ def print_plan(console: Console, checked: CheckedJob) -> None:
         bounds = wave_bounds(rollout, stats.devices)
         sizes = [b - a for a, b in zip([0, *bounds], bounds, strict=False)]
         pause = (
-            "wait for `onenet-dispatch resume`"
+            "wait for `onenet-dispatch confirm-wave`"
             if rollout.confirm
             else f"pause {rollout.pause_between_waves}"
         )

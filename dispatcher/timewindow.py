@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dispatcher.errors import TimeSpecError
+
 PLATFORM_TZ = timezone(timedelta(hours=8), "UTC+8")
 DEFAULT_ZONE = "Asia/Shanghai"
 
@@ -20,10 +22,6 @@ _RELATIVE = re.compile(r"\+((?:[0-9]+[smhdw])+)", re.ASCII)
 _RELATIVE_PART = re.compile(r"([0-9]+)([smhdw])", re.ASCII)
 # The longest window that makes sense for a cached command; beyond it a typo is likelier.
 MAX_RELATIVE = timedelta(days=366)
-
-
-class TimeSpecError(ValueError):
-    """A window time that cannot be understood; the message says what to write instead."""
 
 
 @dataclass(frozen=True, slots=True)

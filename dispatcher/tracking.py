@@ -1,7 +1,7 @@
 """Closing the loop with the platform: where queued commands stand (`track`), and taking
 back those still waiting (`cancel`).
 
-A uuid only says the platform queued a command. ``GET /nbiot/offline/history/{uuid}``
+A uuid only says the platform queued a command. The detail call (``platforms.detail_path``)
 says whether it reached the device, whether the device confirmed it, and for a read
 what the device answered. Both passes go through one rate limiter and a fixed pool of
 workers, like a run; commands already final are never asked about again, so a pass
@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import structlog
@@ -22,8 +22,9 @@ import structlog
 from dispatcher.clock import unix_now
 from dispatcher.ledger import Delivered, Ledger, Queued
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.platforms import cancel_path, detail_path
+from dispatcher.onenet.transport import PlatformQueries
 from dispatcher.outcome import Outcome
-from dispatcher.platforms import cancel_path, detail_path
 
 log = structlog.get_logger("dispatcher.tracking")
 
@@ -40,12 +41,6 @@ SEND_STATUS = {
 }
 FINAL = frozenset({"success", "failed", "expired", "cancelled", "timeout"})
 FLUSH_EVERY = 200  # delivery states written to the ledger per transaction
-
-
-class PlatformQueries(Protocol):
-    async def ask(
-        self, path: str, pairs: list[tuple[str, str]], *, method: str = "GET"
-    ) -> dict[str, Any] | Outcome: ...
 
 
 def delivery_from(detail: dict[str, Any], row: Queued) -> Delivered:

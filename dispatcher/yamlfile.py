@@ -181,3 +181,11 @@ def format_path(path: Path_) -> str:
         else:
             out += f".{part}" if out else part
     return out
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would write it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

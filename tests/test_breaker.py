@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.breaker import CircuitBreaker
 from dispatcher.cli import main
+from dispatcher.engine.breaker import CircuitBreaker
 from dispatcher.outcome import Kind, Outcome
 from tests.helpers import API_KEY, simulator, write_job
 

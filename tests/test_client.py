@@ -11,10 +11,11 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from dispatcher.auth import ApiKeyAuth, TokenAuth, sign_token
-from dispatcher.client import OneNetClient, _classify, build_url
 from dispatcher.config import HttpConfig, Secret
-from dispatcher.errnos import classify_errno
+from dispatcher.onenet.auth import ApiKeyAuth, TokenAuth, sign_token
+from dispatcher.onenet.client import OneNetClient, _classify
+from dispatcher.onenet.errnos import classify_errno
+from dispatcher.onenet.render import build_url
 from dispatcher.outcome import Kind
 from dispatcher.plan import Request
 from dispatcher.simulator import SimulatorConfig, running_simulator
@@ -209,6 +210,20 @@ async def test_our_client_sends_a_dropped_read_once() -> None:
         ) as client:
             outcome = await client.send(read_request(), *live())
         assert (Kind.IN_DOUBT, 1) == (outcome.kind, len(sim.commands))
+
+
+async def test_without_the_guard_our_client_would_send_a_dropped_read_twice() -> None:
+    """The benchmarks' trace ablation (a constructor argument) really removes the guard."""
+    async with running_simulator(SimulatorConfig(api_key="k", drop_after_queue_rate=1.0)) as sim:
+        async with OneNetClient(
+            sim.base_url,
+            ApiKeyAuth(Secret("k")),
+            HttpConfig(),
+            concurrency=2,
+            guard_second_send=False,
+        ) as client:
+            await client.send(read_request(), *live())
+        assert 2 == len(sim.commands)
 
 
 async def test_refused_connection_is_retry_and_names_no_key() -> None:

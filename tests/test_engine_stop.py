@@ -8,17 +8,18 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dispatcher.auth import ApiKeyAuth
 from dispatcher.check import check_job
-from dispatcher.client import OneNetClient
 from dispatcher.config import HttpConfig, Secret
 from dispatcher.engine import Engine, EngineSettings, Rollout
+from dispatcher.engine.abort import AbortRule
 from dispatcher.ledger import Ledger
+from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
-from dispatcher.rollout import AbortRule, WaveMap
+from dispatcher.onenet.auth import ApiKeyAuth
+from dispatcher.onenet.client import OneNetClient
 from dispatcher.rolloutspec import AbortSpec
 from dispatcher.simulator import SimulatorConfig, running_simulator
-from dispatcher.writer import LedgerWriter
+from dispatcher.waves import WaveMap
 from tests.helpers import API_KEY, imei, write_job
 
 READ = "  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"

@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dispatcher.auth import ApiKeyAuth
 from dispatcher.cli import main
-from dispatcher.client import MAX_ANSWER_BYTES, OneNetClient
 from dispatcher.config import HttpConfig, Secret
+from dispatcher.onenet.auth import ApiKeyAuth
+from dispatcher.onenet.client import MAX_ANSWER_BYTES, OneNetClient
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import Request
 from dispatcher.simulator import Simulator, SimulatorConfig, running_simulator

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 import anyio
 import pytest
 
-from dispatcher.auth import ApiKeyAuth
-from dispatcher.client import OneNetClient
 from dispatcher.config import HttpConfig, Secret
+from dispatcher.onenet.auth import ApiKeyAuth
+from dispatcher.onenet.client import OneNetClient
 from dispatcher.outcome import Kind
 from dispatcher.plan import Request
 from dispatcher.simulator import SimulatorConfig, running_simulator

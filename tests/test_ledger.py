@@ -9,6 +9,7 @@ import pytest
 
 from dispatcher.errors import LedgerError, RunRefused
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register
 
 
 def record(run_id: str = "r1") -> RunRecord:
@@ -32,8 +33,8 @@ def test_sending_rows_become_in_doubt_on_recovery(tmp_path: Path) -> None:
     """A row left `sending` by a dead run is in doubt at the next start; others are untouched."""
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run(record())
-        ledger.apply([("register", ("r1", [("865820031234565", "f", ["write", "read"])]))])
-        ledger.apply([("sending", ("r1", "865820031234565", 0, 5.0))])
+        ledger.apply([Register("r1", [("865820031234565", "f", ["write", "read"])])])
+        ledger.apply([MarkSending("r1", "865820031234565", 0, 5.0)])
         assert 1 == ledger.recover_sending("r1")
         assert {"in_doubt": 1, "pending": 1} == ledger.counts("r1")
 
@@ -43,10 +44,10 @@ def test_register_keeps_existing_rows(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run(record())
         devices = [("865820031234565", "f", ["write", "read"])]
-        ledger.apply([("register", ("r1", devices))])
+        ledger.apply([Register("r1", devices)])
         answer = Answer("865820031234565", 0, Status.OK, "u", 0, None, 200, 1, 6.0)
-        ledger.apply([("answer", ("r1", answer))])
-        [statuses] = ledger.apply([("register", ("r1", devices))])
+        ledger.apply([RecordAnswer("r1", answer)])
+        [statuses] = ledger.apply([Register("r1", devices)])
         assert {"865820031234565": [Status.OK, Status.PENDING]} == statuses
 
 
@@ -55,7 +56,7 @@ def test_data_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     with Ledger(path) as ledger:
         ledger.start_run(record())
-        ledger.apply([("register", ("r1", [("865820031234565", "f", ["write"])]))])
+        ledger.apply([Register("r1", [("865820031234565", "f", ["write"])])])
     with Ledger(path) as ledger:
         assert {"pending": 1} == ledger.counts("r1")
         assert "r1" == ledger.runs()[0].run_id
@@ -86,3 +87,28 @@ def test_read_only_ledger_refuses_writes(tmp_path: Path) -> None:
     path.chmod(0o444)
     with Ledger(path) as ledger, pytest.raises(LedgerError):
         ledger.start_run(record())
+
+
+@pytest.mark.parametrize("record_sends", [True, False])
+def test_the_writer_records_sends_unless_told_not_to(tmp_path: Path, record_sends: bool) -> None:
+    """The benchmarks' ledger ablation is a constructor argument: without it, every write lands."""
+    import anyio
+
+    from dispatcher.ledger.writer import LedgerWriter
+
+    imei = "865820031234565"
+
+    async def write(ledger: Ledger) -> None:
+        writer = LedgerWriter(ledger, "r1", capacity=4, record_sends=record_sends)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            await writer.register([(imei, "f", ["write"])])
+            await writer.sending(imei, 0, 5.0)
+            await writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, 6.0))
+            await writer.close()
+
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.start_run(record())
+        anyio.run(write, ledger)
+        expected = {"ok": 1} if record_sends else {"pending": 1}
+        assert expected == ledger.counts("r1")

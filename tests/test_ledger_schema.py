@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import ledger as ledger_module
 from dispatcher.cli import main
 from dispatcher.errors import LedgerError
 from dispatcher.ledger import APPLICATION_ID, SCHEMA_VERSION, Answer, Ledger, Status
+from dispatcher.ledger import schema as ledger_schema
+from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register
 from tests.helpers import API_KEY, simulator, write_job
 from tests.test_ledger import record
 
 IMEI = "865820031234565"
 
 # The items table as schema 1 (the first release) wrote it: no first_sent_at, no request_hash.
-SCHEMA_1 = ledger_module._SCHEMA.replace("    first_sent_at REAL,\n", "").replace(
+SCHEMA_1 = ledger_schema.SCHEMA.replace("    first_sent_at REAL,\n", "").replace(
     "    request_hash TEXT,\n", ""
 )
 
@@ -90,13 +91,13 @@ def test_sent_at_is_the_latest_send_and_first_sent_at_the_first(tmp_path: Path) 
     """A row sent again (--resend-in-doubt) measures "too recent to tell" from its latest send."""
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run(record())
-        ledger.apply([("register", ("r1", [(IMEI, "f", [("write", "abc")])]))])
-        ledger.apply([("sending", ("r1", IMEI, 0, 5.0))])
+        ledger.apply([Register("r1", [(IMEI, "f", [("write", "abc")])])])
+        ledger.apply([MarkSending("r1", IMEI, 0, 5.0)])
         ledger.apply(
-            [("answer", ("r1", Answer(IMEI, 0, Status.IN_DOUBT, None, None, "x", None, 1, 6.0)))]
+            [RecordAnswer("r1", Answer(IMEI, 0, Status.IN_DOUBT, None, None, "x", None, 1, 6.0))]
         )
-        ledger.apply([("sending", ("r1", IMEI, 0, 50.0))])
-        ledger.apply([("answer", ("r1", Answer(IMEI, 0, Status.OK, "u", 0, None, 200, 1, 51.0)))])
+        ledger.apply([MarkSending("r1", IMEI, 0, 50.0)])
+        ledger.apply([RecordAnswer("r1", Answer(IMEI, 0, Status.OK, "u", 0, None, 200, 1, 51.0))])
         [row] = list(ledger.items("r1"))
         assert (50.0, 5.0, "abc") == (row["sent_at"], row["first_sent_at"], row["request_hash"])
         [in_doubt_view] = ledger.slowest_answers("r1", 1)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from dispatcher.errors import InputError
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register, SkipRest
 from dispatcher.outputs import (
     append_github_step_summary,
     write_junit,
@@ -80,22 +81,19 @@ def answer(
     uuid = f"uuid-{device}-{command}" if status is Status.OK else None
     ledger.apply(
         [
-            ("sending", (run_id, device, command, sent)),
-            (
-                "answer",
-                (
-                    run_id,
-                    Answer(
-                        device,
-                        command,
-                        status,
-                        uuid,
-                        0 if status is Status.OK else errno,
-                        error,
-                        http_status,
-                        attempts,
-                        sent + took,
-                    ),
+            MarkSending(run_id, device, command, sent),
+            RecordAnswer(
+                run_id,
+                Answer(
+                    device,
+                    command,
+                    status,
+                    uuid,
+                    0 if status is Status.OK else errno,
+                    error,
+                    http_status,
+                    attempts,
+                    sent + took,
                 ),
             ),
         ]
@@ -116,7 +114,7 @@ def fail_first(ledger: Ledger, device: str, errno: int | None, error: str, http:
         error=error,
         http_status=http,
     )
-    ledger.apply([("skip_rest", (RUN, device, 0, "command 0 failed; not sent"))])
+    ledger.apply([SkipRest(RUN, device, 0, "command 0 failed; not sent")])
 
 
 @pytest.fixture
@@ -133,7 +131,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
         devices = [(d, "zone-a", OPS) for d in (A1, A2, A3, A4)]
         devices += [(d, "zone-b", OPS) for d in (B1, B2, B3)]
         devices += [(d, "zone-c", OPS) for d in (C1, C2)]
-        ledger.apply([("register", (RUN, devices))])
+        ledger.apply([Register(RUN, devices)])
         answer(ledger, RUN, A1, 0, Status.OK, sent=100, took=0.5)
         answer(ledger, RUN, A1, 1, Status.OK, sent=101, took=0.2)
         fail_first(ledger, A2, 10, NOT_FOUND, 200)
@@ -286,7 +284,7 @@ def test_markdown_escapes_cells(tmp_path: Path) -> None:
     """A pipe or a newline in a platform's error text cannot break the table."""
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run(run_record("r"))
-        ledger.apply([("register", ("r", [(A1, "f", ["write"])]))])
+        ledger.apply([Register("r", [(A1, "f", ["write"])])])
         answer(
             ledger, "r", A1, 0, Status.FAILED, sent=1, took=1, errno=5, error="bad | <b>x</b>\nnext"
         )
@@ -365,10 +363,10 @@ def test_junit_is_bounded_for_ten_thousand_failures(tmp_path: Path) -> None:
     long_error = "device not exist " * 40  # longer than a listed line may be
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run(run_record("big"))
-        ledger.apply([("register", ("big", [(d, "all", ["write"]) for d in devices]))])
+        ledger.apply([Register("big", [(d, "all", ["write"]) for d in devices])])
         ledger.apply(
             [
-                ("answer", ("big", Answer(d, 0, Status.FAILED, None, 10, long_error, 200, 1, 5.0)))
+                RecordAnswer("big", Answer(d, 0, Status.FAILED, None, 10, long_error, 200, 1, 5.0))
                 for d in devices
             ]
         )
@@ -400,7 +398,7 @@ def test_junit_survives_control_characters(tmp_path: Path) -> None:
     """A control character in an error text is replaced, so the XML still parses."""
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run(run_record("r"))
-        ledger.apply([("register", ("r", [(A1, "f", ["write"])]))])
+        ledger.apply([Register("r", [(A1, "f", ["write"])])])
         answer(ledger, "r", A1, 0, Status.FAILED, sent=1, took=1, errno=5, error="bad\x00\x1bbyte")
         path = tmp_path / "junit.xml"
         write_junit(build_report(ledger, "r"), ledger, "r", path)
@@ -449,7 +447,7 @@ def test_metrics_file(report: Report, tmp_path: Path) -> None:
 
 def all_ok_run(ledger: Ledger, run_id: str, ended: float) -> Report:
     ledger.start_run(run_record(run_id))
-    ledger.apply([("register", (run_id, [(A1, "f", ["write"])]))])
+    ledger.apply([Register(run_id, [(A1, "f", ["write"])])])
     answer(ledger, run_id, A1, 0, Status.OK, sent=1, took=1)
     ledger.end_run(run_id, ended, "finished", None)
     return build_report(ledger, run_id)
@@ -463,7 +461,7 @@ def test_last_success_is_kept_across_failed_runs(tmp_path: Path) -> None:
         write_metrics(all_ok_run(ledger, "day-1", ENDED), path, now=ENDED + 5)
         assert ENDED == samples(path)[key]
         ledger.start_run(run_record("day-2"))
-        ledger.apply([("register", ("day-2", [(A1, "f", ["write"])]))])
+        ledger.apply([Register("day-2", [(A1, "f", ["write"])])])
         answer(ledger, "day-2", A1, 0, Status.FAILED, sent=1, took=1, errno=10, error=NOT_FOUND)
         ledger.end_run("day-2", ENDED + 86_400, "finished", None)
         write_metrics(build_report(ledger, "day-2"), path, now=ENDED + 86_405)

@@ -14,17 +14,11 @@ import anyio
 import pytest
 
 from dispatcher.cli import main
-from dispatcher.rollout import (
-    AbortRule,
-    WaveMap,
-    key_thresholds,
-    ramp_rate,
-    shuffle_key,
-    wave_bounds,
-)
+from dispatcher.dispatch_window import DispatchWindow
+from dispatcher.engine.abort import AbortRule, ramp_rate
 from dispatcher.rolloutspec import AbortSpec, DispatchWindowSpec, RampSpec, RolloutSpec
 from dispatcher.runner import RunOptions, run_job
-from dispatcher.schedule import DispatchWindow
+from dispatcher.waves import WaveMap, key_thresholds, shuffle_key, wave_bounds
 from tests.helpers import API_KEY, JOB, WRITE_AND_READ, imei, simulator, write_fleet
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.auth import ApiKeyAuth, TokenAuth
 from dispatcher.cli import main
 from dispatcher.config import Secret
+from dispatcher.onenet.auth import ApiKeyAuth, TokenAuth
 from tests.helpers import simulator, write_job
 
 CANARY = "canary-7f3e9b2d41"

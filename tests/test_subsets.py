@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import engine
 from dispatcher.cli import main
+from dispatcher.engine import core as engine
 from dispatcher.simulator import Simulator
 from tests.helpers import API_KEY, imei, simulator, write_fleet
 

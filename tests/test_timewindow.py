@@ -16,13 +16,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dispatcher.check import check_job
-from dispatcher.errors import InputError
+from dispatcher.errors import InputError, TimeSpecError
 from dispatcher.show import both_zones
 from dispatcher.timewindow import (
     MAX_RELATIVE,
     PLATFORM_TZ,
     TimeSpec,
-    TimeSpecError,
     load_zone,
     parse_duration,
     parse_time_spec,

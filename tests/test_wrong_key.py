@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dispatcher.cli import EXIT_INPUT, EXIT_OK, main
-from dispatcher.errnos import refuses_credentials
 from dispatcher.ledger import Ledger
+from dispatcher.onenet.errnos import refuses_credentials
 from dispatcher.outcome import Kind, Outcome
 from tests.helpers import API_KEY, imei, simulator, write_job
 

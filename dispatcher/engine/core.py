@@ -14,17 +14,18 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from dispatcher.breaker import CircuitBreaker, platform_level
-from dispatcher.client import Transport
 from dispatcher.clock import Clock, unix_now
+from dispatcher.engine.abort import ramp_rate
+from dispatcher.engine.breaker import CircuitBreaker
+from dispatcher.engine.settings import EngineSettings, Rollout, Totals
 from dispatcher.errors import (
     Aborted,
     CredentialsRefused,
@@ -33,14 +34,14 @@ from dispatcher.errors import (
     PlatformUnavailable,
 )
 from dispatcher.ledger import Answer, Status
+from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
+from dispatcher.onenet.errnos import platform_level
+from dispatcher.onenet.transport import Transport
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.plan import DeviceWork, Request
-from dispatcher.rollout import AbortRule, WaveMap, ramp_rate
 from dispatcher.rolloutspec import RampSpec
-from dispatcher.schedule import DispatchWindow
 from dispatcher.timewindow import Window
-from dispatcher.writer import LedgerWriter
 
 log = structlog.get_logger("dispatcher.engine")
 
@@ -48,58 +49,6 @@ _STATUS = {Kind.OK: Status.OK, Kind.FAILED: Status.FAILED, Kind.IN_DOUBT: Status
 REGISTER_BATCH = 256  # devices registered in the ledger per transaction by the producer
 SLOW_DOWN_FACTOR = 0.5  # the platform's rate-limit errno halves the run's rate ...
 SLOW_DOWN_SECONDS = 10.0  # ... for this long
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    concurrency: int
-    attempts: int
-    backoff_base: float
-    backoff_max: float
-    resend_in_doubt: bool = False
-    breaker_window: int = 20
-    breaker_threshold: float = 0.8
-    # where the key came from, for the message when the platform refuses it (never the key)
-    credentials: str = "the API key"
-
-
-@dataclass
-class Rollout:
-    """How the fleet is rolled out: waves, pauses, abort rule, dispatch window, targeting."""
-
-    waves: WaveMap
-    start_wave: int = 0
-    pause: timedelta = timedelta(0)
-    # awaited before each wave after the first: True to go on, False to stop (resumable)
-    confirm: Callable[[int], Awaitable[bool]] | None = None
-    abort: AbortRule = field(default_factory=lambda: AbortRule(None))
-    dispatch: DispatchWindow | None = None
-    no_wait: bool = False  # outside the dispatch window: stop (resumable) instead of sleeping
-    ramp: RampSpec | None = None
-    fleets: frozenset[str] | None = None
-    imeis: frozenset[str] | None = None
-    limit: int | None = None  # devices to start in this invocation at most
-    on_wave: Callable[[int], Awaitable[None]] | None = None
-
-
-@dataclass
-class Totals:
-    """What this invocation did, for progress and the summary."""
-
-    wave: int = 0
-    waves: int = 1
-    paused: str | None = None  # why sending is paused right now
-    stopped_outside_window: bool = False
-    stopped_for_confirmation: bool = False
-    started_devices: int = 0
-    planned_devices: int = 0
-    already_done: int = 0  # devices whose every command was settled by an earlier run
-    held_in_doubt: int = 0  # devices waiting on an in-doubt command
-    sent: int = 0  # requests put on the wire (attempts)
-    by_status: dict[str, int] = field(default_factory=dict)
-
-    def count(self, status: Status) -> None:
-        self.by_status[status.value] = self.by_status.get(status.value, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dispatcher.outcome import Kind, Outcome
 
 _PERMANENT = {2, 3, 4, 5, 6, 8, 10, 13, 14, 2001, 5006}
-_TRANSIENT = {7, 17, 5117}
+TRANSIENT = {7, 17, 5117}
 RATE_LIMITED = 15
 
 
@@ -21,7 +21,7 @@ def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
     kind = Kind.FAILED
     slow = False
     cap: int | None = None
-    if errno in _TRANSIENT:
+    if errno in TRANSIENT:
         kind = Kind.RETRY
     elif errno == RATE_LIMITED:
         kind, slow = Kind.RETRY, True
@@ -65,3 +65,19 @@ def refuses_credentials(outcome: Outcome) -> bool:
     if outcome.errno is not None:
         return auth_refusal(outcome.errno, outcome.error or "")
     return outcome.http_status in (401, 403)
+
+
+def platform_level(outcome: Outcome) -> bool:
+    """Is this outcome a sign of an outage rather than of one device's trouble?
+
+    What the circuit breaker counts: our credentials refused, the platform's backlog
+    errnos (the transient ones), no HTTP answer at all, or an HTTP status that speaks
+    for the whole service.
+    """
+    if outcome.kind is Kind.OK:
+        return False
+    if outcome.errno is not None:
+        return auth_refusal(outcome.errno, outcome.error or "") or outcome.errno in TRANSIENT
+    if outcome.http_status is None:
+        return True  # no HTTP answer at all: refused, reset, timed out
+    return outcome.http_status >= 500 or outcome.http_status in (401, 403, 429)

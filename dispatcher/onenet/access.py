@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dispatcher.auth import ApiKeyAuth, Authenticator, TokenAuth, product_res, user_res
 from dispatcher.config import Config, access_key, api_key, check_base_url
 from dispatcher.errors import ConfigError
+from dispatcher.onenet.auth import ApiKeyAuth, Authenticator, TokenAuth, product_res, user_res
 
 
 def base_url_from(value: str) -> str:

@@ -11,24 +11,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from dispatcher.outcome import Kind, Outcome
-
-# errnos that say the platform (or our key) is the problem, not the device
-_AUTH_ERRNOS = {1, 2, 3}
-_BACKLOG_ERRNOS = {7, 17, 5117}
-
-
-def platform_level(outcome: Outcome) -> bool:
-    """Is this outcome a sign of an outage rather than of one device's trouble?"""
-    if outcome.kind is Kind.OK:
-        return False
-    if outcome.errno is not None:
-        if outcome.errno in _AUTH_ERRNOS:
-            return "auth" in (outcome.error or "").lower() or outcome.errno == 2
-        return outcome.errno in _BACKLOG_ERRNOS
-    if outcome.http_status is None:
-        return True  # no HTTP answer at all: refused, reset, timed out
-    return outcome.http_status >= 500 or outcome.http_status in (401, 403, 429)
+from dispatcher.onenet.errnos import platform_level
+from dispatcher.outcome import Outcome
 
 
 class CircuitBreaker:
