@@ -23,7 +23,6 @@ import shlex
 import signal
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 
 import structlog
 
@@ -32,7 +31,17 @@ from dispatcher.config import Config
 from dispatcher.engine import Totals
 from dispatcher.errors import Aborted, InputError, LedgerError, RunRefused
 from dispatcher.jobfile import load_job
-from dispatcher.ledger import DONE, InDoubt, Ledger, RunRecord, read_run
+from dispatcher.ledger import (
+    DONE,
+    InDoubt,
+    LedgerStore,
+    LedgerTarget,
+    RunRecord,
+    open_ledger,
+    parse_target,
+    read_run,
+)
+from dispatcher.ledger.open import exists
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.access import base_url_from
 from dispatcher.onenet.transport import PlatformQueries
@@ -59,11 +68,11 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
 
 
-def ledger_file(options: RunOptions, config: Config) -> Path:
+def ledger_file(options: RunOptions, config: Config) -> LedgerTarget:
     if options.ledger is not None:
         return options.ledger
     if config.ledger and not options.simulate:
-        return Path(config.ledger)
+        return parse_target(config.ledger, where="config: ledger")
     return options.job.parent / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
 
 
@@ -83,7 +92,7 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         return None
     run_id = options.run_id or loaded.job.name
     ledger_path = ledger_file(options, config)
-    if not ledger_path.is_file():
+    if not exists(ledger_path):
         return None
     try:
         previous = read_run(ledger_path, run_id)
@@ -95,7 +104,7 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         return None
     if previous.inputs_hash != inputs_hash(loaded, strict=options.strict):
         return None
-    with Ledger(ledger_path) as ledger:
+    with open_ledger(ledger_path) as ledger:
         ledger.lock(run_id)
         counts = ledger.counts(run_id)
         if set(counts) - DONE:
@@ -164,7 +173,7 @@ def window_for(
 
 
 async def recover_in_doubt(
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     platform: PlatformQueries,
     limiter: RateLimiter,

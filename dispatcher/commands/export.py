@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
 )
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch export jobs/ledger.sqlite --run-id meter-interval-zone-a --format csv -o out.csv",
     )
-    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
     p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
