@@ -210,7 +210,12 @@ class PgConnection:
         return rows[0][0] if rows else None
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> None:
-        self._fetch(sql, args)
+        """A statement whose result is not read (BEGIN, SET, a lock function's void)."""
+        with self._mutex:
+            try:
+                self._db.execute(sql, tuple(args))
+            except psycopg.Error as exc:
+                raise translate(exc, self.path) from None
 
     def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
         """Rows of one statement in one transaction; how many rows it changed."""

@@ -74,7 +74,7 @@ class PgReportQueries(PgConnection):
         rows = self._fetch(
             "SELECT fleet, coalesce(send_status, 'untracked') AS state, count(*) FROM items"
             f" WHERE run_id = %s AND status = {SQL_OK} GROUP BY 1, 2"
-            ' ORDER BY fleet COLLATE "C", state COLLATE "C"',
+            ' ORDER BY fleet COLLATE "C", coalesce(send_status, \'untracked\') COLLATE "C"',
             (run_id,),
         )
         return [(fleet, state, int(n)) for fleet, state, n in rows]
