@@ -11,6 +11,7 @@ an ``in_doubt`` one the rest stay ``pending`` until it is settled.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import deque
@@ -135,6 +136,9 @@ class Engine:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._writer.close()
+        if self._writer.failed is not None and self.fatal is None:
+            # answers are not awaited: a commit that failed after the last send shows here
+            self.fatal = self._writer.failed
         return self.totals
 
     async def _run_wave(self, wave: int) -> None:
@@ -294,7 +298,6 @@ class Engine:
             if answered is None:
                 return  # stopped before it was sent: stays pending
             status, errno = answered
-            self.totals.count(status)
             if status in (Status.OK, Status.FAILED):
                 self._check_abort(status is Status.OK, errno)
             if status is Status.OK:
@@ -376,7 +379,10 @@ class Engine:
                 status = Status.PENDING  # the platform, not the device, failed: resend next run
             else:
                 self._platform_failed.append((request.imei, request.index))
-        await self._writer.answer(
+        # Not awaited: the answer joins the next group commit (in the queue ahead of this
+        # worker's next ``sending`` mark, so it is durable before the next request leaves);
+        # the run counts it once that commit lands.
+        self._writer.answer(
             Answer(
                 imei=request.imei,
                 command=request.index,
@@ -387,7 +393,8 @@ class Engine:
                 http_status=outcome.http_status,
                 attempts=attempts,
                 answered_at=unix_now(),
-            )
+            ),
+            functools.partial(self.totals.count, status),
         )
         return status, outcome.errno
 
