@@ -12,6 +12,14 @@ order, a worker's answer is always in the same commit as its next ``sending`` ma
 earlier one: after a crash at most one row per worker is ``sending`` (in doubt), and
 reconciliation settles it.
 
+A group is committed as late as it may be: each write says when it is needed (a mark:
+when its request's rate slot comes, taken before the worker waits for the slot; an
+answer: soon; anything awaited: now), and the writer starts the commit just early
+enough for the earliest of them (twice the recent commit time, plus a millisecond), or
+at once when the group is as large as the concurrency. At 1,000/s that is one commit
+for a dozen requests instead of one per request; without a rate limit the groups form
+by themselves while the previous commit runs.
+
 The hot loop uses plain asyncio futures (a request costs one future and one wake-up, not
 an anyio stream, an event and a shielded scope); the run's structure and cancellation
 stay with anyio's task groups.
@@ -20,6 +28,7 @@ stay with anyio's task groups.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +50,15 @@ from dispatcher.ledger.sqlite import Ledger
 # what a queued write settles once its commit lands: a future someone awaits, or a callback
 _Done = asyncio.Future[Any] | Callable[[], None] | None
 
+MAX_LEAD = 0.02  # seconds a mark may wait for companions, however far its slot is
+ANSWER_LEAD = 0.02  # seconds an answer may wait for the next group
+MARGIN = 0.001  # seconds: a commit starts this much (plus twice its usual time) before due
+
+
+def _poke(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
+
 
 class LedgerWriter:
     """Owns all writes of one run; ``run()`` is its task in the run's task group."""
@@ -55,9 +73,12 @@ class LedgerWriter:
         self._record_sends = record_sends
         # Kept for the callers' sake: the queue is unbounded because a worker holds at
         # most one write in it at a time (its answer is queued only after its mark landed).
-        self._capacity = capacity
+        self._group = max(1, capacity)  # commit at once when this many writes wait
         self._queue: list[tuple[WriteOp, _Done]] = []
+        self._due = math.inf  # the loop time by which the queued group must be durable
+        self._commit_time = 0.001  # a moving average of how long a commit takes
         self._wake: asyncio.Future[None] | None = None
+        self._wake_at = math.inf
         self._closed = False
         self.commits = 0
         self.groups_max = 0  # the largest group committed at once (reported by the benchmark)
@@ -71,17 +92,38 @@ class LedgerWriter:
                 if not self._queue:
                     if self._closed:
                         return
-                    self._wake = loop.create_future()
-                    await self._wake
+                    await self._sleep(loop, math.inf)
                     continue
-                batch, self._queue = self._queue, []
-                await self._apply(batch)
+                start_by = self._start_by()
+                if self._closed or len(self._queue) >= self._group or start_by <= loop.time():
+                    batch, self._queue = self._queue, []
+                    self._due = math.inf
+                    began = loop.time()
+                    await self._apply(batch)
+                    self._commit_time = 0.8 * self._commit_time + 0.2 * (loop.time() - began)
+                else:
+                    await self._sleep(loop, start_by)
         finally:
             self._closed = True
             # Nobody may wait forever on a writer that is gone.
             gone = self.failed or LedgerError("the ledger writer stopped")
             batch, self._queue = self._queue, []
             self._settle(batch, None, gone)
+
+    def _start_by(self) -> float:
+        return self._due - 2 * self._commit_time - MARGIN
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        """Wait until ``until`` (loop time), or until a write needs the group sooner."""
+        self._wake = wake = loop.create_future()
+        self._wake_at = until
+        timer = loop.call_at(until, _poke, wake) if until != math.inf else None
+        try:
+            await wake
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._wake = None
 
     async def _apply(self, batch: list[tuple[WriteOp, _Done]]) -> None:
         if self.failed is not None:
@@ -116,12 +158,20 @@ class LedgerWriter:
             elif done is not None and error is None:
                 done()
 
-    def _queue_write(self, write: WriteOp, done: _Done) -> None:
+    def _queue_write(self, write: WriteOp, done: _Done, lead: float = 0.0) -> None:
+        """Queue ``write``, needed durable within ``lead`` seconds."""
         if self._closed:
             raise self.failed or LedgerError("the ledger writer stopped")
         self._queue.append((write, done))
+        due = asyncio.get_running_loop().time() + lead
+        if due < self._due:
+            self._due = due
         wake = self._wake
-        if wake is not None and not wake.done():
+        if (
+            wake is not None
+            and not wake.done()
+            and (self._start_by() < self._wake_at or len(self._queue) >= self._group)
+        ):
             wake.set_result(None)
 
     async def close(self) -> None:
@@ -144,9 +194,23 @@ class LedgerWriter:
 
     async def sending(self, imei: str, command: int, at: float) -> None:
         """Returns once the mark is durable: only then may the request leave."""
+        mark = self.intend(imei, command, at, 0.0)
+        if mark is not None:
+            await mark
+
+    def intend(self, imei: str, command: int, at: float, lead: float) -> asyncio.Future[Any] | None:
+        """Queue the ``sending`` mark of a request due to leave in ``lead`` seconds.
+
+        The request may leave once the returned future is done (None: nothing to wait
+        for, the ablation); the mark joins the group committed just before it is needed.
+        """
         if not self._record_sends:
-            return
-        await self._do(MarkSending(self._run_id, imei, command, at))
+            return None
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue_write(
+            MarkSending(self._run_id, imei, command, at), done, min(max(lead, 0.0), MAX_LEAD)
+        )
+        return done
 
     def answer(self, answer: Answer, on_durable: Callable[[], None] | None = None) -> None:
         """Queue an answer without waiting; ``on_durable`` runs once its commit lands."""
@@ -154,7 +218,7 @@ class LedgerWriter:
             if on_durable is not None:
                 on_durable()
             return
-        self._queue_write(RecordAnswer(self._run_id, answer), on_durable)
+        self._queue_write(RecordAnswer(self._run_id, answer), on_durable, ANSWER_LEAD)
 
     async def skip_rest(self, imei: str, after: int, reason: str) -> None:
         await self._do(SkipRest(self._run_id, imei, after, reason))
