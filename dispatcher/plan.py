@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from dispatcher.fleets import Device, iter_fleet
+from dispatcher.fleets import Device, csv_path, iter_fleet
 from dispatcher.jobfile import (
     HEX_TEXT,
     MAX_BODY_BYTES,
@@ -212,6 +212,18 @@ class PlanStats:
     duplicates: int = 0
 
 
+DEDUP_BATCH = 1024  # devices checked for duplicates per lookup
+MAX_KNOWN_DUPLICATES = 100_000  # more than this, and later passes de-duplicate again (memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the check pass learned that later passes need not learn again."""
+
+    duplicates: frozenset[tuple[int, int]]  # (fleet index, row position) of each duplicate
+    stamps: tuple[tuple[int, int], ...] | None  # the fleet files it read: (size, mtime)
+
+
 class Plan:
     """A checked job ready to stream; ``problems`` collects what each pass finds."""
 
@@ -225,6 +237,7 @@ class Plan:
         self.zone = load_zone(self.job.window.timezone)
         self.valid_spec = parse_time_spec(self.job.window.valid_time, self.zone)
         self.expired_spec = parse_time_spec(self.job.window.expired_time, self.zone)
+        self.known: Known | None = None  # set by the check pass
 
     @property
     def commands_per_device(self) -> int:
@@ -240,7 +253,6 @@ class Plan:
         Devices with a problem are reported to ``problems`` and left out; a caller
         that must send nothing when anything is wrong makes one full pass first.
         """
-        stats = stats if stats is not None else PlanStats()
         doc = self.loaded.doc
         for t in self.templates:
             # A body without variables is the same for every device: one problem, at the job.
@@ -251,7 +263,19 @@ class Plan:
                     format_path(t.body_path),
                     f"body is {len(t.static_body)} bytes; the platform takes at most {MAX_BODY_BYTES}",
                 )
-        with SeenImeis() as seen:
+        # The check pass (the one given ``stats``) reads, checks and de-duplicates every
+        # row; the passes after it (the resume's comparison, the engine's producer) keep
+        # what it learned instead of de-duplicating again: the positions of the
+        # duplicates, valid while the fleet files are the ones it read (size and mtime).
+        checking = stats is not None
+        stats = stats if stats is not None else PlanStats()
+        known = None if checking else self.known
+        if known is not None and known.stamps != self._stamps():
+            known = None  # a fleet file changed since the check: de-duplicate again
+        stamps = self._stamps() if checking else None
+        duplicates: set[tuple[int, int]] = set()
+        seen = SeenImeis() if known is None else None
+        try:
             for index, spec in enumerate(self.job.fleets):
                 count = FleetCount(spec.name)
                 stats.fleets.append(count)
@@ -268,28 +292,78 @@ class Plan:
                     )
                     continue
                 missing_reported: set[str] = set()
-                for device in iter_fleet(
-                    spec, index, self.loaded.path, doc, problems, strict=self.strict
+                batch: list[tuple[int, Device, tuple[Request, ...]]] = []
+                for position, device in enumerate(
+                    iter_fleet(spec, index, self.loaded.path, doc, problems, strict=self.strict)
                 ):
                     requests = self._render(device, index, problems, missing_reported)
                     if requests is None:
                         continue
-                    first = seen.add(
-                        device.imei, f"{device.file}:{device.line} (fleet {device.fleet})"
-                    )
-                    if first is not None:
-                        count.duplicates += 1
-                        stats.duplicates += 1
-                        problems.warning(
-                            device.file,
-                            device.line,
-                            None,
-                            f'imei "{device.imei}" already listed at {first}; sent once',
-                        )
+                    if known is not None:
+                        if (index, position) in known.duplicates:
+                            count.duplicates += 1
+                            stats.duplicates += 1
+                            continue
+                        count.devices += 1
+                        stats.devices += 1
+                        yield DeviceWork(device, requests)
                         continue
-                    count.devices += 1
-                    stats.devices += 1
-                    yield DeviceWork(device, requests)
+                    batch.append((position, device, requests))
+                    if len(batch) >= DEDUP_BATCH:
+                        yield from self._dedup(
+                            batch, index, seen, count, stats, problems, duplicates
+                        )
+                        batch = []
+                if batch:
+                    yield from self._dedup(batch, index, seen, count, stats, problems, duplicates)
+        finally:
+            if seen is not None:
+                seen.close()
+        if checking and len(duplicates) <= MAX_KNOWN_DUPLICATES:
+            self.known = Known(frozenset(duplicates), stamps)
+
+    def _stamps(self) -> tuple[tuple[int, int], ...] | None:
+        """Size and mtime of every fleet file; None when one cannot be read."""
+        out: list[tuple[int, int]] = []
+        for spec in self.job.fleets:
+            if spec.csv is not None:
+                try:
+                    st = csv_path(self.loaded.path, spec).stat()
+                except OSError:
+                    return None
+                out.append((st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def _dedup(
+        self,
+        batch: list[tuple[int, Device, tuple[Request, ...]]],
+        index: int,
+        seen: SeenImeis | None,
+        count: FleetCount,
+        stats: PlanStats,
+        problems: Problems,
+        duplicates: set[tuple[int, int]],
+    ) -> Iterator[DeviceWork]:
+        """A batch of rendered devices, each once across the job (one lookup per batch)."""
+        assert seen is not None
+        firsts = seen.add_many(
+            [(d.imei, f"{d.file}:{d.line} (fleet {d.fleet})") for _, d, _ in batch]
+        )
+        for (position, device, requests), first in zip(batch, firsts, strict=True):
+            if first is not None:
+                count.duplicates += 1
+                stats.duplicates += 1
+                duplicates.add((index, position))
+                problems.warning(
+                    device.file,
+                    device.line,
+                    None,
+                    f'imei "{device.imei}" already listed at {first}; sent once',
+                )
+                continue
+            count.devices += 1
+            stats.devices += 1
+            yield DeviceWork(device, requests)
 
     def _render(
         self, device: Device, fleet_index: int, problems: Problems, missing_reported: set[str]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
+_CHUNK = 500  # IMEIs per query (SQLite takes at most 999 parameters in older builds)
+
 
 class SeenImeis:
     """Remembers each IMEI with the place it was first seen."""
@@ -31,6 +33,29 @@ class SeenImeis:
             return None
         row = self._db.execute("SELECT place FROM seen WHERE imei = ?", (int(imei),)).fetchone()
         return str(row[0])
+
+    def add_many(self, rows: list[tuple[str, str]]) -> list[str | None]:
+        """``add`` for a batch of ``(imei, place)``, in order: three statements, not two per row."""
+        out: list[str | None] = [None] * len(rows)
+        keys = [int(imei) for imei, _ in rows]
+        known: dict[int, str] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                self._db.execute(f"SELECT imei, place FROM seen WHERE imei IN ({marks})", chunk)
+            )
+        new: list[tuple[int, str]] = []
+        for i, key in enumerate(keys):
+            first = known.get(key)
+            if first is not None:
+                out[i] = first
+                continue
+            place = rows[i][1]
+            known[key] = place  # a duplicate later in this same batch
+            new.append((key, place))
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", new)
+        return out
 
     def close(self) -> None:
         self._db.close()

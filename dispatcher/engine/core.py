@@ -11,7 +11,6 @@ an ``in_doubt`` one the rest stay ``pending`` until it is settled.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import random
@@ -26,6 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from dispatcher.clock import Clock, unix_now
 from dispatcher.engine.abort import ramp_rate
+from dispatcher.engine.ahead import take_slot
 from dispatcher.engine.breaker import CircuitBreaker
 from dispatcher.engine.settings import EngineSettings, Rollout, Totals
 from dispatcher.errors import (
@@ -328,7 +328,9 @@ class Engine:
         cap = self._settings.attempts
         while True:
             if attempts == 0:
-                if not await self._first_slot(request):
+                if not await take_slot(
+                    request, self._limiter, self._writer, self._clock, self._stop
+                ):
                     return Status.PENDING, None
             else:
                 await self._limiter.acquire()
@@ -396,46 +398,6 @@ class Engine:
             functools.partial(self.totals.count, status),
         )
         return status, outcome.errno
-
-    async def _first_slot(self, request: Request) -> bool:
-        """Take the request's rate slot and make its ``sending`` mark durable meanwhile.
-
-        Written ahead: the mark is queued when the slot is reserved and joins the group
-        the writer commits just before the slot comes; the request leaves only once it
-        is durable. False when the run stopped meanwhile: the request has not left, and
-        its row is put back to pending (if the process dies first, it stays ``sending``:
-        in doubt, one per worker at most, and reconciliation settles it).
-        """
-        lead = self._limiter.reserve()
-        mark = self._writer.intend(request.imei, request.index, unix_now(), lead)
-        sent = False
-        try:
-            if lead > 0:
-                await self._clock.sleep(lead)
-            if mark is not None:
-                await mark
-            sent = not self._stop.is_set()
-        finally:
-            if not sent and mark is not None:
-                self._unmark(request)
-        return sent
-
-    def _unmark(self, request: Request) -> None:
-        """The row of a request that never left goes back to pending (queued, not awaited)."""
-        with contextlib.suppress(LedgerError):
-            self._writer.answer(
-                Answer(
-                    imei=request.imei,
-                    command=request.index,
-                    status=Status.PENDING,
-                    uuid=None,
-                    errno=None,
-                    error=None,
-                    http_status=None,
-                    attempts=0,
-                    answered_at=unix_now(),
-                )
-            )
 
     def _refused(self, outcome: Outcome) -> None:
         """The key or token is wrong: stop sending at once; a rerun cannot help until it is fixed."""
