@@ -11,13 +11,14 @@ an ``in_doubt`` one the rest stay ``pending`` until it is settled.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import structlog
@@ -27,6 +28,7 @@ from dispatcher.clock import Clock, unix_now
 from dispatcher.engine.abort import ramp_rate
 from dispatcher.engine.ahead import take_slot
 from dispatcher.engine.breaker import CircuitBreaker
+from dispatcher.engine.handout import Work, hand_out, ignore
 from dispatcher.engine.settings import EngineSettings, Rollout, Totals
 from dispatcher.errors import (
     Aborted,
@@ -53,25 +55,6 @@ REGISTER_BATCH = (
 )
 SLOW_DOWN_FACTOR = 0.5  # the platform's rate-limit errno halves the run's rate ...
 SLOW_DOWN_SECONDS = 10.0  # ... for this long
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    device: DeviceWork
-    start: int  # index of the first command still to send
-
-
-def first_to_send(statuses: list[Status], resend_in_doubt: bool) -> int | None:
-    """Index of the first command to send, or None when there is nothing to send now."""
-    for i, status in enumerate(statuses):
-        if status is Status.OK:
-            continue
-        if status is Status.PENDING:
-            return i
-        if status is Status.IN_DOUBT and resend_in_doubt:
-            return i
-        return None  # failed, skipped, or held in doubt
-    return None
 
 
 class Engine:
@@ -147,7 +130,7 @@ class Engine:
     async def _run_wave(self, wave: int) -> None:
         """One producer and the worker pool over the devices of ``wave``; returns when all are done."""
         async with anyio.create_task_group() as tg:
-            send, recv = anyio.create_memory_object_stream[_Work](self._settings.concurrency)
+            send, recv = anyio.create_memory_object_stream[Work](self._settings.concurrency)
             tg.start_soon(self._produce, send, wave)
             async with recv:
                 for _ in range(self._settings.concurrency):
@@ -226,62 +209,75 @@ class Engine:
             self.fatal = exc
         self.hard_stop()
 
-    async def _produce(self, send: MemoryObjectSendStream[_Work], wave: int) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[Work], wave: int) -> None:
+        """Stream the wave's devices to the workers, registering them in large batches.
+
+        A batch's registration is committed by the writer while the next batch is parsed:
+        the producer hands a batch out only after its rows exist, one batch behind.
+        """
         rollout = self._rollout
         async with send:
             batch: list[DeviceWork] = []
-            for position, device in enumerate(self._devices()):
-                if self._stop.is_set() or self._limit_reached():
-                    return
-                if rollout.waves.wave_of(position, device.device.imei) != wave:
-                    continue
-                if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
-                    continue
-                if rollout.imeis is not None and device.device.imei not in rollout.imeis:
-                    continue
-                batch.append(device)
-                if len(batch) >= REGISTER_BATCH:
-                    if not await self._hand_out(batch, send):
+            behind: tuple[list[DeviceWork], asyncio.Future[Any]] | None = None
+            try:
+                for position, device in enumerate(self._devices()):
+                    if self._stop.is_set() or self._limit_reached():
                         return
-                    batch = []
-            if batch and not self._stop.is_set():
-                await self._hand_out(batch, send)
+                    if rollout.waves.wave_of(position, device.device.imei) != wave:
+                        continue
+                    if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
+                        continue
+                    if rollout.imeis is not None and device.device.imei not in rollout.imeis:
+                        continue
+                    batch.append(device)
+                    if len(batch) >= REGISTER_BATCH:
+                        previous, behind = behind, (batch, self._register(batch))
+                        batch = []
+                        if previous is not None and not await self._hand_out(*previous, send):
+                            return
+                if batch and not self._stop.is_set():
+                    previous, behind = behind, (batch, self._register(batch))
+                    if previous is not None and not await self._hand_out(*previous, send):
+                        return
+                if behind is not None and not self._stop.is_set():
+                    await self._hand_out(*behind, send)
+                    behind = None
+            except LedgerError as exc:
+                self._fail(exc)
+            finally:
+                if behind is not None:
+                    # not handed out: its rows stay pending; its outcome is not wanted
+                    behind[1].add_done_callback(ignore)
+
+    def _register(self, batch: list[DeviceWork]) -> asyncio.Future[Any]:
+        return self._writer.register_soon(
+            [(d.device.imei, d.device.fleet, [(r.op, r.digest) for r in d.requests]) for d in batch]
+        )
 
     def _limit_reached(self) -> bool:
         limit = self._rollout.limit
         return limit is not None and self.totals.started_devices >= limit
 
-    async def _hand_out(self, batch: list[DeviceWork], send: MemoryObjectSendStream[_Work]) -> bool:
+    async def _hand_out(
+        self,
+        batch: list[DeviceWork],
+        registered: asyncio.Future[Any],
+        send: MemoryObjectSendStream[Work],
+    ) -> bool:
         try:
-            statuses = await self._writer.register(
-                [
-                    (d.device.imei, d.device.fleet, [(r.op, r.digest) for r in d.requests])
-                    for d in batch
-                ]
+            return await hand_out(
+                batch,
+                registered,
+                send,
+                self.totals,
+                self._settings.resend_in_doubt,
+                self._limit_reached,
             )
         except LedgerError as exc:
             self._fail(exc)
             return False
-        for work in batch:
-            self.totals.planned_devices += 1
-            row = statuses[work.device.imei]
-            start = first_to_send(row, self._settings.resend_in_doubt)
-            if start is None:
-                if Status.IN_DOUBT in row:
-                    self.totals.held_in_doubt += 1
-                else:
-                    self.totals.already_done += 1
-                continue
-            if self._limit_reached():
-                return False
-            self.totals.started_devices += 1
-            try:
-                await send.send(_Work(work, start))
-            except anyio.BrokenResourceError:
-                return False  # every worker has stopped
-        return True
 
-    async def _work(self, recv: MemoryObjectReceiveStream[_Work]) -> None:
+    async def _work(self, recv: MemoryObjectReceiveStream[Work]) -> None:
         async with recv:
             async for work in recv:
                 if self._stop.is_set():
@@ -292,7 +288,7 @@ class Engine:
                     self._fail(exc)
                     return
 
-    async def _device(self, work: _Work) -> None:
+    async def _device(self, work: Work) -> None:
         requests = work.device.requests
         for request in requests[work.start :]:
             if self._stop.is_set() or not await self._gate():

@@ -153,6 +153,9 @@ class LedgerWriter:
                     continue  # its waiter was cancelled; the write itself stands
                 if error is not None:
                     done.set_exception(error)
+                    # read here: a waiter that was cancelled meanwhile (a stop) never will,
+                    # and asyncio would log it as an error never retrieved
+                    done.exception()
                 else:
                     done.set_result(results[i] if results is not None else None)
             elif done is not None and error is None:
@@ -189,8 +192,16 @@ class LedgerWriter:
     async def register(
         self, devices: Sequence[tuple[str, str, Sequence[str | tuple[str, str]]]]
     ) -> dict[str, list[Status]]:
-        result: dict[str, list[Status]] = await self._do(Register(self._run_id, devices))
+        result: dict[str, list[Status]] = await self.register_soon(devices)
         return result
+
+    def register_soon(
+        self, devices: Sequence[tuple[str, str, Sequence[str | tuple[str, str]]]]
+    ) -> asyncio.Future[Any]:
+        """Queue a registration; the future gives every device's statuses once committed."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue_write(Register(self._run_id, devices), done)
+        return done
 
     async def sending(self, imei: str, command: int, at: float) -> None:
         """Returns once the mark is durable: only then may the request leave."""
