@@ -7,6 +7,7 @@ contract's names and order, and the compact JSON body of a write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -33,6 +34,14 @@ Op = Literal["write", "read", "execute"]
 Params = tuple[tuple[str, str], ...]
 
 
+@functools.lru_cache(maxsize=256)
+def _shared_text(op: str, params: Params, tail: Params) -> tuple[str, str]:
+    """A request digest's text before and after the IMEI pair, the same for every device."""
+    before = f"2:op{len(op)}:{op}"
+    after = "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in (*params, ("|", ""), *tail))
+    return before, after
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One command for one device, rendered; the window's times are added at send time.
@@ -55,10 +64,18 @@ class Request:
         request for a device already sent is found before anything leaves.
         """
         # Length-prefixed, so no value's text can pass for another split of the pairs.
-        text = "".join(
-            f"{len(k)}:{k}{len(v)}:{v}"
-            for k, v in (("op", self.op), *self.head, ("|", ""), *self.tail)
-        )
+        # Computed twice per request on a resume (the comparison and the registration):
+        # the pairs every device of a command shares are encoded once (_shared_text).
+        head = self.head
+        key, value = head[0] if head else ("", "")
+        if key == "imei":
+            before, after = _shared_text(self.op, head[1:], self.tail)
+            text = f"{before}4:imei{len(value)}:{value}{after}"
+        else:
+            text = "".join(
+                f"{len(k)}:{k}{len(v)}:{v}"
+                for k, v in (("op", self.op), *self.head, ("|", ""), *self.tail)
+            )
         h = hashlib.blake2b(text.encode(), digest_size=16)
         h.update(self.body or b"")
         return h.hexdigest()

@@ -3,6 +3,7 @@ unless a fleet file changed since the check read it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Iterable
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.check import check_job
-from dispatcher.plan import DeviceWork
+from dispatcher.plan import DeviceWork, Op, Request
 from dispatcher.problems import Problems
 from dispatcher.seen import SeenImeis
 from tests.helpers import imei
@@ -98,3 +99,27 @@ def test_a_batch_lookup_says_what_one_lookup_at_a_time_says() -> None:
         batched = many.add_many(rows[:700]) + many.add_many(rows[700:])
     assert singly == batched
     assert any(x is not None for x in batched)
+
+
+def spelled_out(r: Request) -> str:
+    """The request hash as the ledger has always stored it (length-prefixed pairs, then the body)."""
+    text = "".join(
+        f"{len(k)}:{k}{len(v)}:{v}" for k, v in (("op", r.op), *r.head, ("|", ""), *r.tail)
+    )
+    h = hashlib.blake2b(text.encode(), digest_size=16)
+    h.update(r.body or b"")
+    return h.hexdigest()
+
+
+def test_the_request_hash_is_what_ledgers_already_hold() -> None:
+    """The shared parts are encoded once per command; the hash must not change for it."""
+    rng = random.Random(1115)
+    ops: list[Op] = ["write", "read", "execute"]
+    for _ in range(500):
+        device = imei(rng.randrange(10**6))
+        params = tuple((f"k{j}", str(rng.randrange(1000))) for j in range(rng.randrange(4)))
+        tail = tuple((f"t{j}", "x" * rng.randrange(5)) for j in range(rng.randrange(3)))
+        head = (("imei", device), *params) if rng.random() < 0.9 else params
+        body = rng.choice([None, b"{}", b'{"data":[{"res_id":1,"val":"a"}]}'])
+        request = Request(rng.randrange(3), rng.choice(ops), device, head, tail, body)
+        assert spelled_out(request) == request.digest
