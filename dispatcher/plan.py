@@ -26,7 +26,13 @@ from dispatcher.jobfile import (
     PlatformOptions,
 )
 from dispatcher.problems import Problems
-from dispatcher.seen import SeenImeis
+from dispatcher.seen import (
+    DEDUP_BATCH,
+    MAX_KNOWN_DUPLICATES,
+    Known,
+    SeenImeis,
+    file_stamps,
+)
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
 from dispatcher.yamlfile import format_path
 
@@ -229,18 +235,6 @@ class PlanStats:
     duplicates: int = 0
 
 
-DEDUP_BATCH = 1024  # devices checked for duplicates per lookup
-MAX_KNOWN_DUPLICATES = 100_000  # more than this, and later passes de-duplicate again (memory)
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the check pass learned that later passes need not learn again."""
-
-    duplicates: frozenset[tuple[int, int]]  # (fleet index, row position) of each duplicate
-    stamps: tuple[tuple[int, int], ...] | None  # the fleet files it read: (size, mtime)
-
-
 class Plan:
     """A checked job ready to stream; ``problems`` collects what each pass finds."""
 
@@ -340,16 +334,7 @@ class Plan:
             self.known = Known(frozenset(duplicates), stamps)
 
     def _stamps(self) -> tuple[tuple[int, int], ...] | None:
-        """Size and mtime of every fleet file; None when one cannot be read."""
-        out: list[tuple[int, int]] = []
-        for spec in self.job.fleets:
-            if spec.csv is not None:
-                try:
-                    st = csv_path(self.loaded.path, spec).stat()
-                except OSError:
-                    return None
-                out.append((st.st_size, st.st_mtime_ns))
-        return tuple(out)
+        return file_stamps(csv_path(self.loaded.path, f) for f in self.job.fleets if f.csv)
 
     def _dedup(
         self,

@@ -10,6 +10,33 @@ why it does not live in the ledger.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEDUP_BATCH = 1024  # devices checked for duplicates per lookup
+MAX_KNOWN_DUPLICATES = 100_000  # more than this, and later passes de-duplicate again (memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the check pass learned that later passes need not learn again."""
+
+    duplicates: frozenset[tuple[int, int]]  # (fleet index, row position) of each duplicate
+    stamps: tuple[tuple[int, int], ...] | None  # the fleet files it read: (size, mtime)
+
+
+def file_stamps(paths: Iterable[Path]) -> tuple[tuple[int, int], ...] | None:
+    """Size and mtime of each file; None when one cannot be read."""
+    out: list[tuple[int, int]] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        out.append((st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
 
 _CHUNK = 500  # IMEIs per query (SQLite takes at most 999 parameters in older builds)
 
