@@ -87,16 +87,38 @@ def ok_answer(raw: bytes) -> bool:
 # -- aiohttp, bare -----------------------------------------------------------------------
 
 
-async def aiohttp_loop(reqs: list[Req], base_url: str, concurrency: int, key: str) -> int:
+class Pacer:
+    """Start times ``1/rate`` apart, as the dispatcher's limiter gives them (no slot given
+    back after a late start, so no burst); a rate of 0 does not pace."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1 / rate if rate else 0.0
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = asyncio.get_running_loop().time()
+        at = max(self.next, now)
+        self.next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+async def aiohttp_loop(
+    reqs: list[Req], base_url: str, concurrency: int, key: str, rate: float = 0.0
+) -> int:
     import aiohttp
 
     ok = 0
     work = iter(reqs)
+    pacer = Pacer(rate)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def worker() -> None:
             nonlocal ok
             for req in work:
+                await pacer.wait()
                 async with session.request(
                     req.method, base_url + req.target, data=req.body, headers=headers_for(req, key)
                 ) as resp:
@@ -156,11 +178,12 @@ class GroupCommit:
 
 
 async def aiohttp_wal_loop(
-    reqs: list[Req], base_url: str, concurrency: int, key: str, ledger: Path
+    reqs: list[Req], base_url: str, concurrency: int, key: str, ledger: Path, rate: float = 0.0
 ) -> int:
     import aiohttp
 
     ok = 0
+    pacer = Pacer(rate)
     record = GroupCommit(ledger)
     queue: asyncio.Queue[Req | None] = asyncio.Queue(concurrency)
 
@@ -182,6 +205,7 @@ async def aiohttp_wal_loop(
         async def worker() -> None:
             nonlocal ok
             while (req := await queue.get()) is not None:
+                await pacer.wait()
                 await record.do(
                     "UPDATE items SET status = 'sending', sent_at = ? WHERE imei = ? AND command = ?",
                     (time.time(), req.imei, req.command),
@@ -243,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ledger", type=Path, help="aiohttp-wal: the SQLite file to write")
     parser.add_argument("--uvloop", action="store_true", help="run the asyncio clients on uvloop")
     parser.add_argument("--limit", type=int, help="send only the first N requests of the file")
+    parser.add_argument("--rate", type=float, default=0.0, help="requests per second (0: unpaced)")
     parser.add_argument("--cprofile", type=Path, metavar="FILE", help="profile the sending")
     args = parser.parse_args(argv)
     key = os.environ["ONENET_API_KEY"]
@@ -257,9 +282,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def send() -> int:
         if args.client == "aiohttp":
-            return asyncio.run(aiohttp_loop(reqs, base_url, args.concurrency, key))
+            return asyncio.run(aiohttp_loop(reqs, base_url, args.concurrency, key, args.rate))
         if args.client == "aiohttp-wal":
-            return asyncio.run(aiohttp_wal_loop(reqs, base_url, args.concurrency, key, args.ledger))
+            return asyncio.run(
+                aiohttp_wal_loop(reqs, base_url, args.concurrency, key, args.ledger, args.rate)
+            )
         return requests_pool(reqs, base_url, args.concurrency, key)
 
     started = time.perf_counter()

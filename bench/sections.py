@@ -36,6 +36,12 @@ ALL: tuple[Section, ...] = (
         " trace hooks' cost; uvloop",
         True,
     ),
+    Section(
+        "hotpath",
+        "bench.paced",
+        "CPU per request at 1,000/s against a bare loop paced alike; the rate with a core busy",
+        True,
+    ),
     Section("rate", "bench.rate", "rate accuracy over the run and in its worst second", True),
     Section("memory", "bench.memory", "peak memory against the fleet's size", True),
     Section("ledger", "bench.ledger_rate", "the ledger's rows per second by batch size", True),

@@ -68,6 +68,8 @@ class Scale:
     profile_requests: int = 20_000
     cprofile_requests: int = 5_000
     ledger_seconds: float = 1.0
+    paced_requests: int = 10_000  # the hot path: 10,000 requests at 1,000/s
+    paced_rounds: int = 3
 
 
 QUICK = Scale(
@@ -85,6 +87,8 @@ QUICK = Scale(
     profile_requests=2_000,
     cprofile_requests=1_000,
     ledger_seconds=0.3,
+    paced_requests=1_000,
+    paced_rounds=1,
 )
 
 

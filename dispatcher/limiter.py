@@ -85,12 +85,21 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for this caller's slot."""
+        delay = self.reserve()
+        if delay > 0:
+            await self._clock.sleep(delay)
+
+    def reserve(self) -> float:
+        """Take the next free slot; the seconds until it (the caller sleeps them).
+
+        Split from ``acquire`` so a caller can do something durable while it waits: the
+        engine's write-ahead mark is committed during the wait for the slot.
+        """
         now = self._clock.monotonic()
         self._recover(now)
         slot = self._next if self._next > now else now
         self._next = slot + self._interval / self._factor
-        if slot > now:
-            await self._clock.sleep(slot - now)
+        return slot - now
 
     def __repr__(self) -> str:
         return (

@@ -7,6 +7,7 @@ contract's names and order, and the compact JSON body of a write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from dispatcher.fleets import Device, iter_fleet
+from dispatcher.fleets import Device, csv_path, iter_fleet
 from dispatcher.jobfile import (
     HEX_TEXT,
     MAX_BODY_BYTES,
@@ -25,12 +26,26 @@ from dispatcher.jobfile import (
     PlatformOptions,
 )
 from dispatcher.problems import Problems
-from dispatcher.seen import SeenImeis
+from dispatcher.seen import (
+    DEDUP_BATCH,
+    MAX_KNOWN_DUPLICATES,
+    Known,
+    SeenImeis,
+    file_stamps,
+)
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
 from dispatcher.yamlfile import format_path
 
 Op = Literal["write", "read", "execute"]
 Params = tuple[tuple[str, str], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_text(op: str, params: Params, tail: Params) -> tuple[str, str]:
+    """A request digest's text before and after the IMEI pair, the same for every device."""
+    before = f"2:op{len(op)}:{op}"
+    after = "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in (*params, ("|", ""), *tail))
+    return before, after
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +70,18 @@ class Request:
         request for a device already sent is found before anything leaves.
         """
         # Length-prefixed, so no value's text can pass for another split of the pairs.
-        text = "".join(
-            f"{len(k)}:{k}{len(v)}:{v}"
-            for k, v in (("op", self.op), *self.head, ("|", ""), *self.tail)
-        )
+        # Computed twice per request on a resume (the comparison and the registration):
+        # the pairs every device of a command shares are encoded once (_shared_text).
+        head = self.head
+        key, value = head[0] if head else ("", "")
+        if key == "imei":
+            before, after = _shared_text(self.op, head[1:], self.tail)
+            text = f"{before}4:imei{len(value)}:{value}{after}"
+        else:
+            text = "".join(
+                f"{len(k)}:{k}{len(v)}:{v}"
+                for k, v in (("op", self.op), *self.head, ("|", ""), *self.tail)
+            )
         h = hashlib.blake2b(text.encode(), digest_size=16)
         h.update(self.body or b"")
         return h.hexdigest()
@@ -225,6 +248,7 @@ class Plan:
         self.zone = load_zone(self.job.window.timezone)
         self.valid_spec = parse_time_spec(self.job.window.valid_time, self.zone)
         self.expired_spec = parse_time_spec(self.job.window.expired_time, self.zone)
+        self.known: Known | None = None  # set by the check pass
 
     @property
     def commands_per_device(self) -> int:
@@ -240,7 +264,6 @@ class Plan:
         Devices with a problem are reported to ``problems`` and left out; a caller
         that must send nothing when anything is wrong makes one full pass first.
         """
-        stats = stats if stats is not None else PlanStats()
         doc = self.loaded.doc
         for t in self.templates:
             # A body without variables is the same for every device: one problem, at the job.
@@ -251,7 +274,19 @@ class Plan:
                     format_path(t.body_path),
                     f"body is {len(t.static_body)} bytes; the platform takes at most {MAX_BODY_BYTES}",
                 )
-        with SeenImeis() as seen:
+        # The check pass (the one given ``stats``) reads, checks and de-duplicates every
+        # row; the passes after it (the resume's comparison, the engine's producer) keep
+        # what it learned instead of de-duplicating again: the positions of the
+        # duplicates, valid while the fleet files are the ones it read (size and mtime).
+        checking = stats is not None
+        stats = stats if stats is not None else PlanStats()
+        known = None if checking else self.known
+        if known is not None and known.stamps != self._stamps():
+            known = None  # a fleet file changed since the check: de-duplicate again
+        stamps = self._stamps() if checking else None
+        duplicates: set[tuple[int, int]] = set()
+        seen = SeenImeis() if known is None else None
+        try:
             for index, spec in enumerate(self.job.fleets):
                 count = FleetCount(spec.name)
                 stats.fleets.append(count)
@@ -268,28 +303,69 @@ class Plan:
                     )
                     continue
                 missing_reported: set[str] = set()
-                for device in iter_fleet(
-                    spec, index, self.loaded.path, doc, problems, strict=self.strict
+                batch: list[tuple[int, Device, tuple[Request, ...]]] = []
+                for position, device in enumerate(
+                    iter_fleet(spec, index, self.loaded.path, doc, problems, strict=self.strict)
                 ):
                     requests = self._render(device, index, problems, missing_reported)
                     if requests is None:
                         continue
-                    first = seen.add(
-                        device.imei, f"{device.file}:{device.line} (fleet {device.fleet})"
-                    )
-                    if first is not None:
-                        count.duplicates += 1
-                        stats.duplicates += 1
-                        problems.warning(
-                            device.file,
-                            device.line,
-                            None,
-                            f'imei "{device.imei}" already listed at {first}; sent once',
-                        )
+                    if known is not None:
+                        if (index, position) in known.duplicates:
+                            count.duplicates += 1
+                            stats.duplicates += 1
+                            continue
+                        count.devices += 1
+                        stats.devices += 1
+                        yield DeviceWork(device, requests)
                         continue
-                    count.devices += 1
-                    stats.devices += 1
-                    yield DeviceWork(device, requests)
+                    batch.append((position, device, requests))
+                    if len(batch) >= DEDUP_BATCH:
+                        yield from self._dedup(
+                            batch, index, seen, count, stats, problems, duplicates
+                        )
+                        batch = []
+                if batch:
+                    yield from self._dedup(batch, index, seen, count, stats, problems, duplicates)
+        finally:
+            if seen is not None:
+                seen.close()
+        if checking and len(duplicates) <= MAX_KNOWN_DUPLICATES:
+            self.known = Known(frozenset(duplicates), stamps)
+
+    def _stamps(self) -> tuple[tuple[int, int], ...] | None:
+        return file_stamps(csv_path(self.loaded.path, f) for f in self.job.fleets if f.csv)
+
+    def _dedup(
+        self,
+        batch: list[tuple[int, Device, tuple[Request, ...]]],
+        index: int,
+        seen: SeenImeis | None,
+        count: FleetCount,
+        stats: PlanStats,
+        problems: Problems,
+        duplicates: set[tuple[int, int]],
+    ) -> Iterator[DeviceWork]:
+        """A batch of rendered devices, each once across the job (one lookup per batch)."""
+        assert seen is not None
+        firsts = seen.add_many(
+            [(d.imei, f"{d.file}:{d.line} (fleet {d.fleet})") for _, d, _ in batch]
+        )
+        for (position, device, requests), first in zip(batch, firsts, strict=True):
+            if first is not None:
+                count.duplicates += 1
+                stats.duplicates += 1
+                duplicates.add((index, position))
+                problems.warning(
+                    device.file,
+                    device.line,
+                    None,
+                    f'imei "{device.imei}" already listed at {first}; sent once',
+                )
+                continue
+            count.devices += 1
+            stats.devices += 1
+            yield DeviceWork(device, requests)
 
     def _render(
         self, device: Device, fleet_index: int, problems: Problems, missing_reported: set[str]

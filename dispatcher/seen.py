@@ -10,6 +10,35 @@ why it does not live in the ledger.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEDUP_BATCH = 1024  # devices checked for duplicates per lookup
+MAX_KNOWN_DUPLICATES = 100_000  # more than this, and later passes de-duplicate again (memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the check pass learned that later passes need not learn again."""
+
+    duplicates: frozenset[tuple[int, int]]  # (fleet index, row position) of each duplicate
+    stamps: tuple[tuple[int, int], ...] | None  # the fleet files it read: (size, mtime)
+
+
+def file_stamps(paths: Iterable[Path]) -> tuple[tuple[int, int], ...] | None:
+    """Size and mtime of each file; None when one cannot be read."""
+    out: list[tuple[int, int]] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        out.append((st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+_CHUNK = 500  # IMEIs per query (SQLite takes at most 999 parameters in older builds)
 
 
 class SeenImeis:
@@ -31,6 +60,29 @@ class SeenImeis:
             return None
         row = self._db.execute("SELECT place FROM seen WHERE imei = ?", (int(imei),)).fetchone()
         return str(row[0])
+
+    def add_many(self, rows: list[tuple[str, str]]) -> list[str | None]:
+        """``add`` for a batch of ``(imei, place)``, in order: three statements, not two per row."""
+        out: list[str | None] = [None] * len(rows)
+        keys = [int(imei) for imei, _ in rows]
+        known: dict[int, str] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                self._db.execute(f"SELECT imei, place FROM seen WHERE imei IN ({marks})", chunk)
+            )
+        new: list[tuple[int, str]] = []
+        for i, key in enumerate(keys):
+            first = known.get(key)
+            if first is not None:
+                out[i] = first
+                continue
+            place = rows[i][1]
+            known[key] = place  # a duplicate later in this same batch
+            new.append((key, place))
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", new)
+        return out
 
     def close(self) -> None:
         self._db.close()

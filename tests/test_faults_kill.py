@@ -38,6 +38,7 @@ CLI = (sys.executable, "-m", "dispatcher", "run")
 SEED = 20261122
 DEVICES = 2500
 COMMANDS = 2  # a write, then a read
+CONCURRENCY = 16  # workers: after a kill, at most one row per worker is in doubt
 # The kill points: 28 in all, in a seeded order.
 AFTER_QUEUED_KILLS = 20  # after 1..250 commands queued by the invocation: among requests in flight
 AFTER_FIRST_SEND_KILLS = 5  # 0..0.6 s after its first command was queued: any moment of sending
@@ -168,15 +169,22 @@ def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
     """Killed with SIGKILL at 28 seeded points, then rerun: one row per item, no device commanded twice, every queued command accounted for."""
     rng = random.Random(SEED)
     plan = kill_plan(rng)
-    job = write_job(tmp_path, DEVICES, rate=800, concurrency=16)
+    job = write_job(tmp_path, DEVICES, rate=800, concurrency=CONCURRENCY)
     ledger = ledger_target
     log = tmp_path / "runs.err"
     kills: list[str] = []
     # rows found `sending` after a kill (their request was in flight), and whether it had arrived
     in_flight: dict[Key, bool] = {}
+    # rows a kill left `sending` that were not so before that invocation: its in-doubt group
+    in_doubt_per_kill: list[int] = []
     with simulator(latency=0.003, latency_jitter=0.004, seed=SEED) as sim:
         for n, point in enumerate(plan):
             before = len(sim.commands)
+            was_sending = (
+                {k for k, r in ledger_rows(ledger).items() if r[0] == "sending"}
+                if ledger.exists()
+                else set()
+            )
             started = time.monotonic()
             proc = spawn(job, sim, ledger, log)
             alive = wait_for(reached(point, sim, before, started), proc, 60)
@@ -189,6 +197,11 @@ def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
             kills.append(where)
             rows, sent = ledger_rows(ledger), queued(sim)
             check_write_ahead(rows, sent, where)
+            # Intents and answers are committed in groups; a worker's answer is in the same
+            # commit as its next mark or an earlier one, so one row per worker at most.
+            left = {k for k, (status, _, _) in rows.items() if status == "sending"} - was_sending
+            assert len(left) <= CONCURRENCY, f"{where}: {len(left)} rows in doubt"
+            in_doubt_per_kill.append(len(left))
             in_flight.update(
                 (key, key in sent) for key, (status, _, _) in rows.items() if status == "sending"
             )
@@ -225,7 +238,9 @@ def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
         f" in_doubt {len(in_doubt)} ({sum(1 for k in in_doubt if k in sent)} queued),"
         f" pending {statuses['pending']}, sending {statuses['sending']};"
         f" simulator: {len(sent)} queued, {requests} requests, 0 devices commanded twice;"
-        f" final run exit {code}"
+        f" final run exit {code};"
+        f" rows left in doubt by one kill: at most {max(in_doubt_per_kill, default=0)}"
+        f" (bound: {CONCURRENCY}, one per worker)"
     )
     print(summary)
     print("kill points: " + "; ".join(kills))

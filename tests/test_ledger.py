@@ -112,7 +112,7 @@ def test_the_writer_records_sends_unless_told_not_to(
             tg.start_soon(writer.run)
             await writer.register([(imei, "f", ["write"])])
             await writer.sending(imei, 0, 5.0)
-            await writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, 6.0))
+            writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, 6.0))
             await writer.close()
 
     with open_target(ledger_target) as ledger:

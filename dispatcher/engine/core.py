@@ -11,12 +11,14 @@ an ``in_doubt`` one the rest stay ``pending`` until it is settled.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import structlog
@@ -24,7 +26,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from dispatcher.clock import Clock, unix_now
 from dispatcher.engine.abort import ramp_rate
+from dispatcher.engine.ahead import take_slot
 from dispatcher.engine.breaker import CircuitBreaker
+from dispatcher.engine.handout import Work, hand_out, ignore
 from dispatcher.engine.settings import EngineSettings, Rollout, Totals
 from dispatcher.errors import (
     Aborted,
@@ -46,28 +50,11 @@ from dispatcher.timewindow import Window
 log = structlog.get_logger("dispatcher.engine")
 
 _STATUS = {Kind.OK: Status.OK, Kind.FAILED: Status.FAILED, Kind.IN_DOUBT: Status.IN_DOUBT}
-REGISTER_BATCH = 256  # devices registered in the ledger per transaction by the producer
+REGISTER_BATCH = (
+    900  # devices registered per transaction by the producer (901 SQL parameters: under 999)
+)
 SLOW_DOWN_FACTOR = 0.5  # the platform's rate-limit errno halves the run's rate ...
 SLOW_DOWN_SECONDS = 10.0  # ... for this long
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    device: DeviceWork
-    start: int  # index of the first command still to send
-
-
-def first_to_send(statuses: list[Status], resend_in_doubt: bool) -> int | None:
-    """Index of the first command to send, or None when there is nothing to send now."""
-    for i, status in enumerate(statuses):
-        if status is Status.OK:
-            continue
-        if status is Status.PENDING:
-            return i
-        if status is Status.IN_DOUBT and resend_in_doubt:
-            return i
-        return None  # failed, skipped, or held in doubt
-    return None
 
 
 class Engine:
@@ -135,12 +122,15 @@ class Engine:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._writer.close()
+        if self._writer.failed is not None and self.fatal is None:
+            # answers are not awaited: a commit that failed after the last send shows here
+            self.fatal = self._writer.failed
         return self.totals
 
     async def _run_wave(self, wave: int) -> None:
         """One producer and the worker pool over the devices of ``wave``; returns when all are done."""
         async with anyio.create_task_group() as tg:
-            send, recv = anyio.create_memory_object_stream[_Work](self._settings.concurrency)
+            send, recv = anyio.create_memory_object_stream[Work](self._settings.concurrency)
             tg.start_soon(self._produce, send, wave)
             async with recv:
                 for _ in range(self._settings.concurrency):
@@ -219,62 +209,75 @@ class Engine:
             self.fatal = exc
         self.hard_stop()
 
-    async def _produce(self, send: MemoryObjectSendStream[_Work], wave: int) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[Work], wave: int) -> None:
+        """Stream the wave's devices to the workers, registering them in large batches.
+
+        A batch's registration is committed by the writer while the next batch is parsed:
+        the producer hands a batch out only after its rows exist, one batch behind.
+        """
         rollout = self._rollout
         async with send:
             batch: list[DeviceWork] = []
-            for position, device in enumerate(self._devices()):
-                if self._stop.is_set() or self._limit_reached():
-                    return
-                if rollout.waves.wave_of(position, device.device.imei) != wave:
-                    continue
-                if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
-                    continue
-                if rollout.imeis is not None and device.device.imei not in rollout.imeis:
-                    continue
-                batch.append(device)
-                if len(batch) >= REGISTER_BATCH:
-                    if not await self._hand_out(batch, send):
+            behind: tuple[list[DeviceWork], asyncio.Future[Any]] | None = None
+            try:
+                for position, device in enumerate(self._devices()):
+                    if self._stop.is_set() or self._limit_reached():
                         return
-                    batch = []
-            if batch and not self._stop.is_set():
-                await self._hand_out(batch, send)
+                    if rollout.waves.wave_of(position, device.device.imei) != wave:
+                        continue
+                    if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
+                        continue
+                    if rollout.imeis is not None and device.device.imei not in rollout.imeis:
+                        continue
+                    batch.append(device)
+                    if len(batch) >= REGISTER_BATCH:
+                        previous, behind = behind, (batch, self._register(batch))
+                        batch = []
+                        if previous is not None and not await self._hand_out(*previous, send):
+                            return
+                if batch and not self._stop.is_set():
+                    previous, behind = behind, (batch, self._register(batch))
+                    if previous is not None and not await self._hand_out(*previous, send):
+                        return
+                if behind is not None and not self._stop.is_set():
+                    await self._hand_out(*behind, send)
+                    behind = None
+            except LedgerError as exc:
+                self._fail(exc)
+            finally:
+                if behind is not None:
+                    # not handed out: its rows stay pending; its outcome is not wanted
+                    behind[1].add_done_callback(ignore)
+
+    def _register(self, batch: list[DeviceWork]) -> asyncio.Future[Any]:
+        return self._writer.register_soon(
+            [(d.device.imei, d.device.fleet, [(r.op, r.digest) for r in d.requests]) for d in batch]
+        )
 
     def _limit_reached(self) -> bool:
         limit = self._rollout.limit
         return limit is not None and self.totals.started_devices >= limit
 
-    async def _hand_out(self, batch: list[DeviceWork], send: MemoryObjectSendStream[_Work]) -> bool:
+    async def _hand_out(
+        self,
+        batch: list[DeviceWork],
+        registered: asyncio.Future[Any],
+        send: MemoryObjectSendStream[Work],
+    ) -> bool:
         try:
-            statuses = await self._writer.register(
-                [
-                    (d.device.imei, d.device.fleet, [(r.op, r.digest) for r in d.requests])
-                    for d in batch
-                ]
+            return await hand_out(
+                batch,
+                registered,
+                send,
+                self.totals,
+                self._settings.resend_in_doubt,
+                self._limit_reached,
             )
         except LedgerError as exc:
             self._fail(exc)
             return False
-        for work in batch:
-            self.totals.planned_devices += 1
-            row = statuses[work.device.imei]
-            start = first_to_send(row, self._settings.resend_in_doubt)
-            if start is None:
-                if Status.IN_DOUBT in row:
-                    self.totals.held_in_doubt += 1
-                else:
-                    self.totals.already_done += 1
-                continue
-            if self._limit_reached():
-                return False
-            self.totals.started_devices += 1
-            try:
-                await send.send(_Work(work, start))
-            except anyio.BrokenResourceError:
-                return False  # every worker has stopped
-        return True
 
-    async def _work(self, recv: MemoryObjectReceiveStream[_Work]) -> None:
+    async def _work(self, recv: MemoryObjectReceiveStream[Work]) -> None:
         async with recv:
             async for work in recv:
                 if self._stop.is_set():
@@ -285,7 +288,7 @@ class Engine:
                     self._fail(exc)
                     return
 
-    async def _device(self, work: _Work) -> None:
+    async def _device(self, work: Work) -> None:
         requests = work.device.requests
         for request in requests[work.start :]:
             if self._stop.is_set() or not await self._gate():
@@ -294,7 +297,6 @@ class Engine:
             if answered is None:
                 return  # stopped before it was sent: stays pending
             status, errno = answered
-            self.totals.count(status)
             if status in (Status.OK, Status.FAILED):
                 self._check_abort(status is Status.OK, errno)
             if status is Status.OK:
@@ -323,18 +325,18 @@ class Engine:
         attempts = 0
         cap = self._settings.attempts
         while True:
-            await self._limiter.acquire()
-            if self._stop.is_set():
-                # A stop (signal, breaker, abort) came while this request waited for its
-                # slot: it has not left. A first attempt leaves its row untouched (pending);
-                # a retry records the last attempt's answer as pending (provably not queued).
-                if attempts == 0:
+            if attempts == 0:
+                if not await take_slot(
+                    request, self._limiter, self._writer, self._clock, self._stop
+                ):
                     return Status.PENDING, None
+            else:
+                await self._limiter.acquire()
+            if self._stop.is_set():
+                # A stop (signal, breaker, abort) came while this retry waited for its
+                # slot: it records the last attempt's answer as pending (provably not queued).
                 status = Status.PENDING
                 break
-            if attempts == 0:
-                # Written ahead: durable before the request leaves.
-                await self._writer.sending(request.imei, request.index, unix_now())
             attempts += 1
             self.totals.sent += 1
             outcome = await self._transport.send(request, self._window, self._clock.wall())
@@ -376,7 +378,10 @@ class Engine:
                 status = Status.PENDING  # the platform, not the device, failed: resend next run
             else:
                 self._platform_failed.append((request.imei, request.index))
-        await self._writer.answer(
+        # Not awaited: the answer joins the next group commit (in the queue ahead of this
+        # worker's next ``sending`` mark, so it is durable before the next request leaves);
+        # the run counts it once that commit lands.
+        self._writer.answer(
             Answer(
                 imei=request.imei,
                 command=request.index,
@@ -387,7 +392,8 @@ class Engine:
                 http_status=outcome.http_status,
                 attempts=attempts,
                 answered_at=unix_now(),
-            )
+            ),
+            functools.partial(self.totals.count, status),
         )
         return status, outcome.errno
 

@@ -262,8 +262,11 @@ class OneNetClient:
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
     """The body, or None when it is larger than MAX_ANSWER_BYTES (not read further)."""
-    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
-        return None
+    if resp.content_length is not None:
+        if resp.content_length > MAX_ANSWER_BYTES:
+            return None
+        # the usual answer: its length is known and small, so one read (not a loop of two)
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     while True:
