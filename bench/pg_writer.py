@@ -71,7 +71,7 @@ async def _drive(
             if time.monotonic() >= deadline:
                 return
             await writer.sending(imei, 0, time.time())
-            await writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, time.time()))
+            writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, time.time()))
             done += 1
             ops += 2
 

@@ -181,9 +181,7 @@ def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
         for n, point in enumerate(plan):
             before = len(sim.commands)
             was_sending = (
-                {k for k, r in ledger_rows(ledger).items() if r[0] == "sending"}
-                if ledger.exists()
-                else set()
+                {k for k, r in ledger_rows(ledger).items() if r[0] == "sending"} if n else set()
             )
             started = time.monotonic()
             proc = spawn(job, sim, ledger, log)
