@@ -40,6 +40,7 @@ from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.runopts import RunOptions, RunResult
 from dispatcher.sent import sent_requests
+from dispatcher.shards import shard_siblings
 from dispatcher.timewindow import Window
 
 log = structlog.get_logger("dispatcher.run")
@@ -60,11 +61,54 @@ class RunState(StrEnum):
 
 
 def ledger_file(options: RunOptions, config: Config) -> Path:
+    """The run's ledger: --ledger as given; else the config's or the default file, which a
+    shard of a run keeps its own copy of (``ledger.shard-K.sqlite``), so the shards of a run
+    on one machine (or sharing a volume) never wait on each other's file lock."""
     if options.ledger is not None:
         return options.ledger
+    return options.shard.ledger_path(_default_ledger(options, config))
+
+
+def _default_ledger(options: RunOptions, config: Config) -> Path:
     if config.ledger and not options.simulate:
         return Path(config.ledger)
     return options.job.parent / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
+
+
+def refuse_other_split(
+    previous: RunRecord | None, options: RunOptions, config: Config, run_id: str
+) -> None:
+    """A run is split once: a rerun with another shard count would send devices again.
+
+    Checked on the run's own ledger and, in the default layout, on the files its other
+    shards (or an unsharded start) kept beside it: a split into 2 after a split into 4
+    finds shard 2's file and is refused, rather than starting fresh files.
+    """
+    shards = options.shard.count
+    found: list[tuple[Path, int]] = []
+    if previous is not None:
+        found.append((ledger_file(options, config), previous.shards))
+    if options.ledger is None:
+        base = _default_ledger(options, config)
+        for path in [base, *shard_siblings(base)]:
+            if path == ledger_file(options, config) or not path.is_file():
+                continue
+            try:
+                record = read_run(path, run_id)
+            except LedgerError:
+                continue  # not a ledger of ours: opening it names the problem
+            if record is not None:
+                found.append((path, record.shards))
+    for path, first in found:
+        if first != shards:
+            started = (
+                "unsharded" if first == 1 else f"split into {first} shards (--shard K/{first})"
+            )
+            asked = "without --shard" if shards == 1 else f"with --shard {options.shard}"
+            raise RunRefused(
+                f'run "{run_id}" was started {started} ({path}); it cannot be resumed {asked}:'
+                f" run it with --shard K/{first} as first, or pick a new run id"
+            )
 
 
 def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
@@ -204,7 +248,12 @@ def end_state(
 ) -> tuple[RunState, str | None]:
     """The state an invocation leaves its run in, and why (for `status`)."""
     state, reason = RunState.FINISHED, None
-    subset = bool(options.fleets) or options.imeis is not None or options.limit is not None
+    subset = (
+        bool(options.fleets)
+        or options.imeis is not None
+        or options.limit is not None
+        or options.shard.count > 1
+    )
     if subset and result.remaining:
         result.next_command = next_command(options, run_id)
         state = RunState.PARTIAL
@@ -212,6 +261,12 @@ def end_state(
             f"{result.remaining} of {devices} devices not settled yet;"
             f" `{result.next_command}` sends them"
         )
+        if options.shard.count > 1:
+            reason = (
+                f"shard {options.shard}: {result.remaining} of the run's {devices} devices not"
+                " settled yet; each shard sends its own (`status` over every shard's ledger"
+                f" shows the whole run; `{result.next_command}` resumes this shard)"
+            )
     if isinstance(result.fatal, Aborted):
         state, reason = RunState.ABORTED, str(result.fatal)
     elif result.fatal is not None:
@@ -230,6 +285,9 @@ def next_command(options: RunOptions, run_id: str) -> str:
         parts.append("--simulate")
     if options.run_id is not None or options.simulate:
         parts += ["--run-id", shlex.quote(run_id)]
+    if options.shard.count > 1:
+        # a shard's remainder is sent by the same shard: the others send their own
+        parts += ["--shard", str(options.shard)]
     if options.ledger is not None:
         parts += ["--ledger", shlex.quote(str(options.ledger))]
     if options.config is not None:

@@ -49,8 +49,10 @@ from dispatcher.resume import (
     nothing_left,
     recover_in_doubt,
     refuse_ended,
+    refuse_other_split,
     window_for,
 )
+from dispatcher.rolloutspec import RampSpec
 from dispatcher.runopts import UNLIMITED_RATE, RunOptions, RunResult
 from dispatcher.sent import (
     FleetChanges,
@@ -96,6 +98,7 @@ def run_job(options: RunOptions) -> RunResult:
     with Ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
         ledger.lock(run_id)
         previous = ledger.run(run_id)
+        refuse_other_split(previous, options, config, run_id)
         window = window_for(previous, checked, fingerprint, target, run_id, now)
         refuse_ended(previous, run_id, override_abort=options.override_abort)
         changes = FleetChanges()
@@ -126,6 +129,8 @@ def run_job(options: RunOptions) -> RunResult:
                 wave=previous.wave if previous else 0,
                 confirmed_wave=previous.confirmed_wave if previous else 0,
                 rollout=job.rollout.model_dump_json(),
+                inputs_hash=None,
+                shards=options.shard.count,
             )
         )
         log.info(
@@ -204,9 +209,11 @@ async def _send_all(
         ) as client,
     ):
         ablations = options.ablations
-        limiter = RateLimiter(
-            job.rate.per_second if ablations.rate_limit else UNLIMITED_RATE, clock
-        )
+        # the shards of a run share the key's budget: each sends at its share (rate.shard_rate)
+        per_second = options.shard.rate(job.rate.per_second, job.rate.shard_rate)
+        limiter = RateLimiter(per_second if ablations.rate_limit else UNLIMITED_RATE, clock)
+        if options.shard.count > 1:
+            log.info("shard", shard=str(options.shard), per_second=per_second)
         result.reconciled = await recover_in_doubt(
             ledger,
             run_id,
@@ -371,12 +378,22 @@ def _rollout(
         abort=abort,
         dispatch=DispatchWindow(job.dispatch_window) if job.dispatch_window is not None else None,
         no_wait=options.no_wait,
-        ramp=job.rate.ramp,
+        ramp=_shard_ramp(options, checked),
         fleets=frozenset(options.fleets) if options.fleets else None,
         imeis=options.imeis,
+        shard=options.shard if options.shard.count > 1 else None,
         limit=options.limit,
         on_wave=writer.set_wave,
     )
+
+
+def _shard_ramp(options: RunOptions, checked: CheckedJob) -> RampSpec | None:
+    """The ramp's start is a rate too: divided among the shards like ``per_second``."""
+    rate = checked.plan.job.rate
+    if rate.ramp is None:
+        return None
+    start = options.shard.rate(rate.ramp.start, rate.shard_rate)
+    return rate.ramp.model_copy(update={"start": start})
 
 
 CONFIRM_POLL_SECONDS = 2.0
