@@ -40,7 +40,7 @@ from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.runopts import RunOptions, RunResult
 from dispatcher.sent import sent_requests
-from dispatcher.shards import shard_siblings
+from dispatcher.shards import WHOLE, Shard, shard_siblings
 from dispatcher.timewindow import Window
 
 log = structlog.get_logger("dispatcher.run")
@@ -218,6 +218,7 @@ async def recover_in_doubt(
     resend: bool,
     fallback_sent_at: float,
     min_age: float,
+    shard: Shard = WHOLE,
 ) -> ReconcileReport | None:
     """Settle the run's in-doubt rows from the platform's history before anything is sent.
 
@@ -226,7 +227,7 @@ async def recover_in_doubt(
     if resend:
         log.warning("resending_in_doubt", run_id=run_id, rows=len(ledger.in_doubt(run_id)))
         return None
-    in_doubt: list[InDoubt] = ledger.in_doubt(run_id)
+    in_doubt: list[InDoubt] = [r for r in ledger.in_doubt(run_id) if shard.owns(r.imei)]
     if not in_doubt:
         return None
     return await reconcile_run(
@@ -240,6 +241,7 @@ async def recover_in_doubt(
             ledger, run_id, checked.plan, {row.imei for row in in_doubt} - kept_as_sent
         ),
         min_age=min_age,
+        owns=shard.owns if shard.count > 1 else None,
     )
 
 

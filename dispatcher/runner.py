@@ -108,7 +108,9 @@ def run_job(options: RunOptions) -> RunResult:
         kept_as_sent = refuse_or_accept(
             ledger, run_id, changes, accept=options.accept_changed_fleet
         )
-        recovered = ledger.recover_sending(run_id)
+        recovered = ledger.recover_sending(
+            run_id, options.shard.owns if options.shard.count > 1 else None
+        )
         started = unix_now()
         ledger.start_run(
             RunRecord(
@@ -224,6 +226,7 @@ async def _send_all(
             resend=options.resend_in_doubt,
             fallback_sent_at=result.first_started_at,
             min_age=config.http.read_timeout + RECONCILE_MARGIN,
+            shard=options.shard,
         )
         writer = LedgerWriter(
             ledger,

@@ -241,3 +241,59 @@ def test_two_ledgers_holding_the_same_rows_are_not_summed(
     capsys.readouterr()
     assert 2 == main(["report", str(tmp_path / "ledger.sqlite"), str(copy)])
     assert "not the shards of one run" in capsys.readouterr().err
+
+
+def test_a_shard_recovers_only_its_own_rows_in_flight(tmp_path: Path) -> None:
+    """In a ledger the shards share, another shard's `sending` rows are in flight: untouched."""
+    from dispatcher.ledger import MarkSending, Register, RunRecord
+
+    a, b = (
+        imei(0),
+        next(imei(i) for i in range(1, 100) if shard_of(imei(i), 2) != shard_of(imei(0), 2)),
+    )
+    mine = Shard(shard_of(a, 2), 2)
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.start_run(
+            RunRecord(
+                "r",
+                "j",
+                "j.yaml",
+                "h",
+                "http://x",
+                None,
+                "2026-11-24T10:00:00+08:00",
+                1.0,
+                1.0,
+                None,
+                "running",
+                None,
+            )
+        )
+        ledger.apply([Register("r", [(a, "f", ["write"]), (b, "f", ["write"])])])
+        ledger.apply([MarkSending("r", a, 0, 5.0), MarkSending("r", b, 0, 5.0)])
+        assert 1 == ledger.recover_sending("r", mine.owns)
+        statuses = {row["imei"]: row["status"] for row in ledger.items("r")}
+    assert {a: "in_doubt", b: "sending"} == statuses
+
+
+def test_shards_sharing_one_sqlite_file_take_turns_and_finish_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ledger names one file for both shards: each sends its own devices, once; the second
+    to end finds the whole job settled and the run finished."""
+    job = write_job(tmp_path, DEVICES)
+    ledger = tmp_path / "shared.sqlite"
+    with simulator() as sim:
+        for k in (1, 0, 1):
+            run = ["run", str(job), "--base-url", sim.base_url, "--ledger", str(ledger)]
+            assert 0 == main([*run, "--shard", f"{k}/2"])
+        sent = [(c.imei, c.op) for c in sim.commands]
+    assert 2 * DEVICES == len(sent) == len(set(sent))
+    capsys.readouterr()
+    assert 0 == main(["status", str(ledger), "--format", "json"])
+    status = json.loads(capsys.readouterr().out)
+    assert ("finished", 0) == (status["state"], status["remaining_devices"])
+    assert DEVICES == sum(s["devices"] for s in status["shards"])
+    assert [{"ok": 2 * s["devices"]} for s in status["shards"]] == [
+        s["counts"] for s in status["shards"]
+    ]

@@ -13,7 +13,7 @@ shards of one run) implements the same methods with the same guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -51,7 +51,7 @@ class LedgerStore(Protocol):
 
     # -- the run's writes (batched by the writer task)
     def apply(self, ops: Sequence[WriteOp]) -> list[Any]: ...
-    def recover_sending(self, run_id: str) -> int: ...
+    def recover_sending(self, run_id: str, owns: Callable[[str], bool] | None = None) -> int: ...
 
     # -- resume: fingerprints of what each row sends
     def stored_requests(
