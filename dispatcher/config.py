@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import ConfigError
 from dispatcher.onenet.platforms import LEGACY, PROFILES, PlatformName, Profile
+from dispatcher.pgurl import PASSWORD_REFUSED, has_password, is_url
 from dispatcher.problems import Problem
 from dispatcher.schema_errors import translate_errors
 from dispatcher.yamlfile import YamlDoc, display_path, load_yaml
@@ -133,7 +134,9 @@ class Config(_Model):
     breaker: BreakerConfig = BreakerConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     ledger: str | None = Field(
-        None, description="ledger path; default ledger.sqlite beside the job"
+        None,
+        description="ledger path, or a postgresql:// URL without password (PGPASSWORD,"
+        " ~/.pgpass); default ledger.sqlite beside the job",
     )
     log_format: Literal["auto", "console", "json"] = "auto"
 
@@ -158,6 +161,15 @@ class Config(_Model):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return check_base_url(value)
+
+    @field_validator("ledger")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        # A config file is copied, committed and shown: the password stays in the
+        # environment or a password file (the message never repeats the URL).
+        if value is not None and is_url(value) and has_password(value):
+            raise ValueError(PASSWORD_REFUSED)
+        return value
 
     @property
     def profile(self) -> Profile:

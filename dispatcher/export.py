@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from dispatcher.formatting import iso_utc
-from dispatcher.ledger import Ledger
+from dispatcher.ledger import LedgerStore
 
 FIELDS = (
     "run_id",
@@ -33,7 +33,7 @@ FIELDS = (
 )
 
 
-def records(ledger: Ledger, run_id: str | None) -> Iterator[dict[str, Any]]:
+def records(ledger: LedgerStore, run_id: str | None) -> Iterator[dict[str, Any]]:
     """The export records of a run (or of every run), in the order devices were planned."""
     for row in ledger.items(run_id):
         record = {name: row[name] for name in FIELDS}
@@ -43,7 +43,7 @@ def records(ledger: Ledger, run_id: str | None) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def write(ledger: Ledger, run_id: str | None, fmt: str, out: IO[str]) -> int:
+def write(ledger: LedgerStore, run_id: str | None, fmt: str, out: IO[str]) -> int:
     """Write every record to ``out``; returns how many."""
     n = 0
     if fmt == "csv":

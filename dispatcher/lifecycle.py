@@ -18,7 +18,7 @@ from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
 from dispatcher.errors import CredentialsRefused, InputError
 from dispatcher.jobfile import Job, load_job
-from dispatcher.ledger import Ledger, RunRecord, open_existing
+from dispatcher.ledger import LedgerStore, LedgerTarget, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.access import authenticator_for, base_url_from
 from dispatcher.onenet.auth import Authenticator
@@ -70,7 +70,7 @@ def stop_if_refused(client: OneNetClient) -> None:
 
 @dataclass(frozen=True)
 class ReconcileOptions:
-    ledger: Path
+    ledger: LedgerTarget
     run_id: str | None = None
     config: Path | None = None
     base_url: str | None = None
@@ -103,13 +103,15 @@ def reconcile_ledger(options: ReconcileOptions) -> ReconcileOutcome:
         if not targets:
             return outcome
         auth = authenticator_for(config)
-        ledger.lock(targets[0][0].run_id)
+        # Every run it settles: a shared ledger (PostgreSQL) locks per run, not per file.
+        for record, _ in targets:
+            ledger.lock(record.run_id)
         anyio.run(_reconcile_all, ledger, targets, config, auth, outcome)
     return outcome
 
 
 async def _reconcile_all(
-    ledger: Ledger,
+    ledger: LedgerStore,
     targets: list[tuple[RunRecord, str]],
     config: Config,
     auth: Authenticator,
@@ -132,7 +134,7 @@ async def _reconcile_all(
 
 
 def _job_requests(
-    ledger: Ledger, record: RunRecord
+    ledger: LedgerStore, record: RunRecord
 ) -> tuple[dict[tuple[str, int], Request] | None, float]:
     """The run's rendered requests for its in-doubt devices, when its job file is unchanged."""
     from dispatcher.jobfile import load_job
@@ -152,7 +154,7 @@ def _job_requests(
 
 @dataclass(frozen=True)
 class TrackOptions:
-    ledger: Path
+    ledger: LedgerTarget
     run_id: str
     config: Path | None = None
     base_url: str | None = None
@@ -213,7 +215,7 @@ def track_run(options: TrackOptions) -> TrackOutcome:
 
 
 async def _track(
-    ledger: Ledger,
+    ledger: LedgerStore,
     record: RunRecord,
     target: str,
     auth: Authenticator,
@@ -248,7 +250,7 @@ async def _track(
 
 @dataclass(frozen=True)
 class CancelOptions:
-    ledger: Path
+    ledger: LedgerTarget
     run_id: str
     config: Path | None = None
     base_url: str | None = None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dispatcher.errors import InputError
 from dispatcher.formatting import iso_utc
-from dispatcher.ledger import Ledger
+from dispatcher.ledger import LedgerStore
 from dispatcher.report import STATUS_ORDER, CellCounts, Report, RunInfo, render_json
 from dispatcher.resume import RunState
 
@@ -47,7 +47,7 @@ def _xml(text: str) -> str:
 
 def write_junit(
     report: Report,
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     path: Path,
     max_failures_listed: int = 50,
@@ -130,7 +130,9 @@ def write_junit(
     _atomic_write(path, buffer.getvalue() + b"\n")
 
 
-def _listed_devices(ledger: Ledger, run_id: str, per_cell: int) -> dict[tuple[str, int], list[str]]:
+def _listed_devices(
+    ledger: LedgerStore, run_id: str, per_cell: int
+) -> dict[tuple[str, int], list[str]]:
     """The failure text's device lines per (fleet, command), at most ``per_cell`` each."""
     listed: dict[tuple[str, int], list[str]] = {}
     for fleet, command, imei, status, errno, error in ledger.not_ok_rows(run_id, per_cell):

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from dispatcher.evidence import Judgement, Verdict, judge
-from dispatcher.ledger import InDoubt, Ledger, Status
+from dispatcher.ledger import InDoubt, LedgerStore, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import HISTORY, detail_path
 from dispatcher.onenet.transport import PlatformQueries
@@ -103,7 +103,7 @@ def count(value: object) -> int | None:
 
 
 async def reconcile_run(
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     platform: PlatformQueries,
     limiter: RateLimiter,
@@ -156,7 +156,7 @@ class _Device:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: LedgerStore,
         run_id: str,
         platform: PlatformQueries,
         limiter: RateLimiter,

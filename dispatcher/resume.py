@@ -32,7 +32,17 @@ from dispatcher.config import Config
 from dispatcher.engine import Totals
 from dispatcher.errors import Aborted, InputError, LedgerError, RunRefused
 from dispatcher.jobfile import load_job
-from dispatcher.ledger import DONE, InDoubt, Ledger, RunRecord, read_run
+from dispatcher.ledger import (
+    DONE,
+    InDoubt,
+    LedgerStore,
+    LedgerTarget,
+    RunRecord,
+    open_ledger,
+    parse_target,
+    read_run,
+)
+from dispatcher.ledger.open import exists
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.access import base_url_from
 from dispatcher.onenet.transport import PlatformQueries
@@ -60,18 +70,20 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
 
 
-def ledger_file(options: RunOptions, config: Config) -> Path:
-    """The run's ledger: --ledger as given; else the config's or the default file, which a
-    shard of a run keeps its own copy of (``ledger.shard-K.sqlite``), so the shards of a run
-    on one machine (or sharing a volume) never wait on each other's file lock."""
+def ledger_file(options: RunOptions, config: Config) -> LedgerTarget:
+    """The run's ledger: --ledger as given; else the config's or the default. A SQLite file
+    there is kept per shard (``ledger.shard-K.sqlite``), so the shards of a run on one
+    machine (or sharing a volume) never wait on each other's file lock; a PostgreSQL
+    ledger is one for every shard."""
     if options.ledger is not None:
         return options.ledger
-    return options.shard.ledger_path(_default_ledger(options, config))
+    base = _default_ledger(options, config)
+    return options.shard.ledger_path(base) if isinstance(base, Path) else base
 
 
-def _default_ledger(options: RunOptions, config: Config) -> Path:
+def _default_ledger(options: RunOptions, config: Config) -> LedgerTarget:
     if config.ledger and not options.simulate:
-        return Path(config.ledger)
+        return parse_target(config.ledger, where="config: ledger")
     return options.job.parent / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
 
 
@@ -85,11 +97,11 @@ def refuse_other_split(
     finds shard 2's file and is refused, rather than starting fresh files.
     """
     shards = options.shard.count
-    found: list[tuple[Path, int]] = []
+    found: list[tuple[LedgerTarget, int]] = []
     if previous is not None:
         found.append((ledger_file(options, config), previous.shards))
-    if options.ledger is None:
-        base = _default_ledger(options, config)
+    base = _default_ledger(options, config)
+    if options.ledger is None and isinstance(base, Path):
         for path in [base, *shard_siblings(base)]:
             if path == ledger_file(options, config) or not path.is_file():
                 continue
@@ -99,14 +111,14 @@ def refuse_other_split(
                 continue  # not a ledger of ours: opening it names the problem
             if record is not None:
                 found.append((path, record.shards))
-    for path, first in found:
+    for where, first in found:
         if first != shards:
             started = (
                 "unsharded" if first == 1 else f"split into {first} shards (--shard K/{first})"
             )
             asked = "without --shard" if shards == 1 else f"with --shard {options.shard}"
             raise RunRefused(
-                f'run "{run_id}" was started {started} ({path}); it cannot be resumed {asked}:'
+                f'run "{run_id}" was started {started} ({where}); it cannot be resumed {asked}:'
                 f" run it with --shard K/{first} as first, or pick a new run id"
             )
 
@@ -127,7 +139,7 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         return None
     run_id = options.run_id or loaded.job.name
     ledger_path = ledger_file(options, config)
-    if not ledger_path.is_file():
+    if not exists(ledger_path):
         return None
     try:
         previous = read_run(ledger_path, run_id)
@@ -139,8 +151,8 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         return None
     if previous.inputs_hash != inputs_hash(loaded, strict=options.strict):
         return None
-    with Ledger(ledger_path) as ledger:
-        ledger.lock(run_id)
+    with open_ledger(ledger_path) as ledger:
+        ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
         counts = ledger.counts(run_id)
         if set(counts) - DONE:
             return None
@@ -208,7 +220,7 @@ def window_for(
 
 
 async def recover_in_doubt(
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     platform: PlatformQueries,
     limiter: RateLimiter,

@@ -15,7 +15,6 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import anyio
 import structlog
@@ -28,7 +27,7 @@ from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
 from dispatcher.engine.abort import AbortRule
 from dispatcher.errors import InputError
 from dispatcher.imei import read_imei_file
-from dispatcher.ledger import DONE, Ledger, RunRecord, read_run
+from dispatcher.ledger import DONE, LedgerStore, LedgerTarget, RunRecord, open_ledger, read_run
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.access import (
@@ -95,8 +94,9 @@ def run_job(options: RunOptions) -> RunResult:
             f"--fleet {', '.join(unknown)}: no such fleet in the job ({', '.join(f.name for f in job.fleets)})"
         )
     # every log event of this run carries its run id (JSON lines under systemd and in CI)
-    with Ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
-        ledger.lock(run_id)
+    with open_ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
+        # a shard owns its own rows: the shards of a run send side by side on a shared ledger
+        ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
         previous = ledger.run(run_id)
         refuse_other_split(previous, options, config, run_id)
         window = window_for(previous, checked, fingerprint, target, run_id, now)
@@ -190,7 +190,7 @@ async def _send_all(
     config: Config,
     checked: CheckedJob,
     window: Window,
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     target: str,
     auth: Authenticator | None,
@@ -277,7 +277,7 @@ def _meter(
     engine: Engine,
     limiter: RateLimiter,
     checked: CheckedJob,
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     options: RunOptions,
 ) -> Meter:
@@ -349,7 +349,7 @@ async def _grace(engine: Engine, grace: float) -> None:
 def _rollout(
     options: RunOptions,
     checked: CheckedJob,
-    ledger: Ledger,
+    ledger: LedgerStore,
     writer: LedgerWriter,
     run_id: str,
     stop: anyio.Event,
@@ -403,7 +403,12 @@ CONFIRM_POLL_SECONDS = 2.0
 
 
 async def _confirmation(
-    options: RunOptions, ledger_path: Path, run_id: str, wave: int, stop: anyio.Event, clock: Clock
+    options: RunOptions,
+    ledger_path: LedgerTarget,
+    run_id: str,
+    wave: int,
+    stop: anyio.Event,
+    clock: Clock,
 ) -> bool:
     """Wait until wave ``wave`` is confirmed: by `onenet-dispatch confirm-wave`, or a yes on the terminal."""
     if options.interactive:

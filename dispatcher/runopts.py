@@ -10,6 +10,7 @@ from rich.console import Console
 from dispatcher.clock import Clock
 from dispatcher.engine import Totals
 from dispatcher.errors import DispatcherError
+from dispatcher.pgurl import LedgerTarget
 from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport
 from dispatcher.shards import WHOLE, Shard
@@ -33,7 +34,7 @@ class Ablations:
 class RunOptions:
     job: Path
     config: Path | None = None
-    ledger: Path | None = None
+    ledger: LedgerTarget | None = None
     run_id: str | None = None
     base_url: str | None = None
     simulate: bool = False
@@ -57,7 +58,7 @@ class RunOptions:
 @dataclass
 class RunResult:
     run_id: str
-    ledger: Path
+    ledger: LedgerTarget
     target: str
     totals: Totals
     counts: dict[str, int]  # the whole run's rows by status, this and earlier invocations

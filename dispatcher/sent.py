@@ -17,7 +17,7 @@ from itertools import islice
 import structlog
 
 from dispatcher.errors import InputError
-from dispatcher.ledger import Ledger
+from dispatcher.ledger import LedgerStore
 from dispatcher.plan import DeviceWork, Plan, Request
 from dispatcher.problems import Problems
 
@@ -59,7 +59,7 @@ def _batches(items: Iterable[DeviceWork]) -> Iterator[list[DeviceWork]]:
         yield batch
 
 
-def find_changes(ledger: Ledger, run_id: str, plan: Plan) -> FleetChanges:
+def find_changes(ledger: LedgerStore, run_id: str, plan: Plan) -> FleetChanges:
     """Every device of ``plan`` whose rendered requests differ from the hashes ``run_id`` stored."""
     changes = FleetChanges()
     for batch in _batches(plan.devices(Problems())):
@@ -90,7 +90,7 @@ def find_changes(ledger: Ledger, run_id: str, plan: Plan) -> FleetChanges:
 
 
 def refuse_or_accept(
-    ledger: Ledger, run_id: str, changes: FleetChanges, *, accept: bool
+    ledger: LedgerStore, run_id: str, changes: FleetChanges, *, accept: bool
 ) -> frozenset[str]:
     """Refuse a resume over changed fleet files (InputError, exit 2), or record the acceptance.
 
@@ -153,7 +153,7 @@ def refuse_or_accept(
     return frozenset(kept)
 
 
-def accept_settled(ledger: Ledger, run_id: str, changes: FleetChanges) -> None:
+def accept_settled(ledger: LedgerStore, run_id: str, changes: FleetChanges) -> None:
     """Settled rows of accepted devices take today's hash, so the change is not refused again."""
     ledger.accept_hashes(
         run_id,
@@ -162,7 +162,7 @@ def accept_settled(ledger: Ledger, run_id: str, changes: FleetChanges) -> None:
 
 
 def sent_requests(
-    ledger: Ledger, run_id: str, plan: Plan, imeis: set[str]
+    ledger: LedgerStore, run_id: str, plan: Plan, imeis: set[str]
 ) -> dict[tuple[str, int], Request]:
     """The rendered requests of a few devices, only where they hash to what the run stored.
 

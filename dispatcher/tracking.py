@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from dispatcher.clock import unix_now
-from dispatcher.ledger import Delivered, Ledger, Queued
+from dispatcher.ledger import Delivered, LedgerStore, Queued
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import cancel_path, detail_path
 from dispatcher.onenet.transport import PlatformQueries
@@ -80,7 +80,7 @@ class PassReport:
 async def _fan_out(
     rows: Sequence[Queued],
     work: Callable[[Queued], Awaitable[Delivered | None]],
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     limiter: RateLimiter,
     concurrency: int,
@@ -120,7 +120,7 @@ async def _fan_out(
 
 
 async def track_pass(
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     platform: PlatformQueries,
     limiter: RateLimiter,
@@ -158,7 +158,7 @@ DELIVERED = frozenset({"sent", "success", "failed", "timeout"})
 
 
 def already_delivered(
-    ledger: Ledger, run_id: str, fleets: frozenset[str] | None, imeis: frozenset[str] | None
+    ledger: LedgerStore, run_id: str, fleets: frozenset[str] | None, imeis: frozenset[str] | None
 ) -> int:
     """Queued commands the ledger already knows reached their device: beyond cancelling."""
     return sum(
@@ -171,7 +171,7 @@ def already_delivered(
 
 
 def cancel_candidates(
-    ledger: Ledger, run_id: str, fleets: frozenset[str] | None, imeis: frozenset[str] | None
+    ledger: LedgerStore, run_id: str, fleets: frozenset[str] | None, imeis: frozenset[str] | None
 ) -> list[Queued]:
     """Queued commands not known to have left the platform (waiting, or never tracked)."""
     rows = ledger.queued(run_id, final=FINAL | {"sent"})
@@ -183,7 +183,7 @@ def cancel_candidates(
 
 
 async def cancel_pass(
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     rows: Sequence[Queued],
     platform: PlatformQueries,

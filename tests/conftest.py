@@ -37,4 +37,4 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --- PostgreSQL (issue 16) ------------------------------------------------------------------
 # `pg_url`: a fresh database per test on a real server; how the server is found or started,
 # and when the tests that need it skip, is in tests/pg.py.
-from tests.pg import pg_server_url, pg_url  # noqa: E402, F401  (fixtures, found by name)
+from tests.pg import ledger_target, pg_server_url, pg_url  # noqa: E402, F401  (fixtures, found by name)

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from dispatcher.ledger import LedgerStore, open_ledger
+from dispatcher.pgurl import parse_target
 from tests import pg_server
 
 ENV = "ONENET_TEST_PG_URL"
@@ -73,3 +75,21 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
     finally:
         # FORCE: a test that failed may have left connections open.
         _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- a ledger test on both backends ---------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's ledger lives, as a user writes it: a SQLite path, then a PostgreSQL URL
+    (a fresh database; skipped, or failed under CI, as ``pg_url`` says)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "l.sqlite")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def open_target(text: str) -> LedgerStore:
+    """The ledger at ``text`` (a path or URL), created when missing, as `run` opens it."""
+    return open_ledger(parse_target(text, where="test"))

@@ -1,4 +1,8 @@
-"""The ledger on its own: schema, write-ahead recovery, locks, foreign and broken files."""
+"""The ledger on its own: schema, write-ahead recovery, locks, foreign and broken files.
+
+The tests taking ``ledger_target`` run on both backends: a SQLite file and a PostgreSQL
+database on a real server (tests/pg.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import pytest
 from dispatcher.errors import LedgerError, RunRefused
 from dispatcher.ledger import Answer, Ledger, RunRecord, Status
 from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register
+from dispatcher.ledger.store import LedgerStore
+from tests.pg import open_target
 
 
 def record(run_id: str = "r1") -> RunRecord:
@@ -29,9 +35,9 @@ def record(run_id: str = "r1") -> RunRecord:
     )
 
 
-def test_sending_rows_become_in_doubt_on_recovery(tmp_path: Path) -> None:
+def test_sending_rows_become_in_doubt_on_recovery(ledger_target: str) -> None:
     """A row left `sending` by a dead run is in doubt at the next start; others are untouched."""
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_target(ledger_target) as ledger:
         ledger.start_run(record())
         ledger.apply([Register("r1", [("865820031234565", "f", ["write", "read"])])])
         ledger.apply([MarkSending("r1", "865820031234565", 0, 5.0)])
@@ -39,9 +45,9 @@ def test_sending_rows_become_in_doubt_on_recovery(tmp_path: Path) -> None:
         assert {"in_doubt": 1, "pending": 1} == ledger.counts("r1")
 
 
-def test_register_keeps_existing_rows(tmp_path: Path) -> None:
+def test_register_keeps_existing_rows(ledger_target: str) -> None:
     """Registering a device again returns its recorded statuses instead of resetting them."""
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_target(ledger_target) as ledger:
         ledger.start_run(record())
         devices = [("865820031234565", "f", ["write", "read"])]
         ledger.apply([Register("r1", devices)])
@@ -51,24 +57,24 @@ def test_register_keeps_existing_rows(tmp_path: Path) -> None:
         assert {"865820031234565": [Status.OK, Status.PENDING]} == statuses
 
 
-def test_data_survives_reopening(tmp_path: Path) -> None:
-    """What a batch committed is there after the file is closed and opened again."""
-    path = tmp_path / "l.sqlite"
-    with Ledger(path) as ledger:
+def test_data_survives_reopening(ledger_target: str) -> None:
+    """What a batch committed is there after the ledger is closed and opened again."""
+    with open_target(ledger_target) as ledger:
         ledger.start_run(record())
         ledger.apply([Register("r1", [("865820031234565", "f", ["write"])])])
-    with Ledger(path) as ledger:
+    with open_target(ledger_target) as ledger:
         assert {"pending": 1} == ledger.counts("r1")
         assert "r1" == ledger.runs()[0].run_id
 
 
-def test_second_lock_is_refused(tmp_path: Path) -> None:
-    """Two holders of one ledger: the second is refused, naming the first."""
-    path = tmp_path / "l.sqlite"
-    with Ledger(path) as first, Ledger(path) as second:
+def test_second_lock_is_refused(ledger_target: str) -> None:
+    """Two holders of one run: the second is refused, naming the first; free once it closes."""
+    with open_target(ledger_target) as first, open_target(ledger_target) as second:
         first.lock("a")
-        with pytest.raises(RunRefused, match=f"pid {os.getpid()}"):
-            second.lock("b")
+        with pytest.raises(RunRefused, match=f"is in use by pid {os.getpid()}"):
+            second.lock("a")
+        first.close()
+        second.lock("a")
 
 
 def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -90,7 +96,9 @@ def test_read_only_ledger_refuses_writes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("record_sends", [True, False])
-def test_the_writer_records_sends_unless_told_not_to(tmp_path: Path, record_sends: bool) -> None:
+def test_the_writer_records_sends_unless_told_not_to(
+    ledger_target: str, record_sends: bool
+) -> None:
     """The benchmarks' ledger ablation is a constructor argument: without it, every write lands."""
     import anyio
 
@@ -98,7 +106,7 @@ def test_the_writer_records_sends_unless_told_not_to(tmp_path: Path, record_send
 
     imei = "865820031234565"
 
-    async def write(ledger: Ledger) -> None:
+    async def write(ledger: LedgerStore) -> None:
         writer = LedgerWriter(ledger, "r1", capacity=4, record_sends=record_sends)
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
@@ -107,7 +115,7 @@ def test_the_writer_records_sends_unless_told_not_to(tmp_path: Path, record_send
             await writer.answer(Answer(imei, 0, Status.OK, "u", 0, None, 200, 1, 6.0))
             await writer.close()
 
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with open_target(ledger_target) as ledger:
         ledger.start_run(record())
         anyio.run(write, ledger)
         expected = {"ok": 1} if record_sends else {"pending": 1}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="examples:\n  onenet-dispatch cancel jobs/ledger.sqlite --run-id zone-a-2026-11-22 --dry-run\n"
         "  onenet-dispatch cancel jobs/ledger.sqlite --run-id zone-a-2026-11-22 --fleet zone-a",
     )
-    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
     p.add_argument("--run-id", required=True, metavar="ID")
     p.add_argument(
         "--fleet", action="append", default=[], metavar="NAME", help="only this fleet (repeatable)"

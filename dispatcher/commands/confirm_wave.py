@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
 )
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch confirm-wave jobs/ledger.sqlite --run-id zone-a-2026-11-22",
     )
-    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
     p.add_argument("--run-id", required=True, metavar="ID")
     p.set_defaults(handler=handle, logs=False)
 

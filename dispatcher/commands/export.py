@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
 )
@@ -24,10 +25,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "ledger",
-        type=Path,
+        type=ledger_target,
         nargs="+",
         metavar="LEDGER",
-        help="a ledger, or several (the SQLite files of a run's shards: read as one)",
+        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
     )
     p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="example:\n  ONENET_API_KEY=... onenet-dispatch reconcile jobs/ledger.sqlite --run-id zone-a-2026-11-22\n\n"
         "exit codes: 0 nothing left in doubt; 1 some rows could not be settled; 2 invalid input",
     )
-    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
     p.add_argument(
         "--run-id", metavar="ID", help="only this run (default: every run with in-doubt rows)"
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.errors import InputError
 from dispatcher.exits import (
     EXIT_OK,
@@ -26,10 +26,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "ledger",
-        type=Path,
+        type=ledger_target,
         nargs="+",
         metavar="LEDGER",
-        help="a ledger, or several (the SQLite files of a run's shards: read as one)",
+        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
     )
     p.add_argument("--run-id", metavar="ID", help="the run (default: the latest)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")

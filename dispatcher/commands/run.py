@@ -9,9 +9,14 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import ledger_target
+
+if TYPE_CHECKING:
+    from dispatcher.pgurl import LedgerTarget
 from dispatcher.errors import InputError
 from dispatcher.exits import (
     EXIT_INPUT,
@@ -51,9 +56,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--ledger",
-        type=Path,
-        metavar="PATH",
-        help="results ledger (default: ledger.sqlite beside the job)",
+        type=ledger_target,
+        metavar="PATH|URL",
+        help="results ledger: a file (default: ledger.sqlite beside the job) or a"
+        " postgresql:// URL, its password from PGPASSWORD or ~/.pgpass",
     )
     p.add_argument(
         "--run-id",
@@ -224,11 +230,11 @@ def _resume_hint(args: argparse.Namespace, run_id: str) -> str:
 
 
 def _run_outputs(
-    args: argparse.Namespace, out: Console, err: Console, ledger_path: Path, run_id: str
+    args: argparse.Namespace, out: Console, err: Console, ledger_path: LedgerTarget, run_id: str
 ) -> bool:
     """The run's report on the terminal, and the files a pipeline asked for. False if one failed."""
     from dispatcher.clock import unix_now
-    from dispatcher.ledger import Ledger
+    from dispatcher.ledger import open_ledger
     from dispatcher.outputs import (
         append_github_step_summary,
         write_junit,
@@ -238,7 +244,7 @@ def _run_outputs(
     from dispatcher.report import build_report, render_markdown, render_text
 
     ok = True
-    with Ledger(ledger_path) as ledger:
+    with open_ledger(ledger_path) as ledger:
         report = build_report(ledger, run_id)
         render_text(report, out)
         writers: tuple[tuple[Path | None, Callable[[Path], None]], ...] = (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
 from dispatcher.errors import InputError
 from dispatcher.exits import (
     EXIT_OK,
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "exit codes: 0 every command succeeded on its device (with --watch: once all are final);\n"
         "1 otherwise; 2 invalid input",
     )
-    p.add_argument("ledger", type=Path, metavar="LEDGER")
+    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
     p.add_argument(
         "--run-id", metavar="ID", help="the run (default: the ledger's run, when it holds only one)"
     )

@@ -6,6 +6,10 @@
 - ``sqlite``: the SQLite backend (``Ledger``), built from ``connection`` (file, pragmas,
   lock), ``runs``, ``items`` and ``queries`` (the report's aggregates), with its DDL in
   ``schema``;
+- ``postgres``: the PostgreSQL backend (``PostgresLedger``), its DDL in ``postgres_schema``;
+- ``dispatcher.pgurl`` (outside, so `validate` loads no ledger code): where a
+  ledger lives, a path or a ``postgresql://`` URL (its password refused and masked);
+- ``open``: ``open_ledger`` / ``open_existing`` / ``read_run`` by target, choosing the backend;
 - ``writer``: the run's one writer task (group commit).
 
 Nothing here knows HTTP or the platform.
@@ -13,6 +17,7 @@ Nothing here knows HTTP or the platform.
 
 from __future__ import annotations
 
+from dispatcher.ledger.open import open_existing, open_ledger, read_run
 from dispatcher.ledger.ops import (
     MarkSending,
     RecordAnswer,
@@ -31,10 +36,10 @@ from dispatcher.ledger.records import (
     RunRecord,
     Status,
 )
-from dispatcher.ledger.runs import read_run
 from dispatcher.ledger.schema import APPLICATION_ID, SCHEMA_VERSION
-from dispatcher.ledger.sqlite import Ledger, open_existing
+from dispatcher.ledger.sqlite import Ledger
 from dispatcher.ledger.store import LedgerStore
+from dispatcher.pgurl import LedgerTarget, PgUrl, parse_target
 
 __all__ = [
     "APPLICATION_ID",
@@ -45,7 +50,9 @@ __all__ = [
     "InDoubt",
     "Ledger",
     "LedgerStore",
+    "LedgerTarget",
     "MarkSending",
+    "PgUrl",
     "Queued",
     "RecordAnswer",
     "Register",
@@ -56,5 +63,7 @@ __all__ = [
     "Status",
     "WriteOp",
     "open_existing",
+    "open_ledger",
+    "parse_target",
     "read_run",
 ]

@@ -107,8 +107,14 @@ class Connection:
 
     # -- one run at a time ---------------------------------------------------------
 
-    def lock(self, run_id: str) -> None:
-        """Refuse a second process on this ledger; the kernel frees the lock if we die."""
+    def lock(self, run_id: str, shard: int | None = None) -> None:
+        """Refuse a second process on this ledger; the kernel frees the lock if we die.
+
+        A file has one owner whatever the run or shard: each shard keeps its own file.
+        Locking again (another run of the same command) keeps the lock already held.
+        """
+        if self._lock_fd is not None:
+            return
         lock_path = Path(f"{self.path}.lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

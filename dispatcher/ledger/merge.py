@@ -19,26 +19,38 @@ from dataclasses import replace
 from pathlib import Path
 
 from dispatcher.errors import InputError
+from dispatcher.ledger.open import open_existing
 from dispatcher.ledger.records import RunRecord
 from dispatcher.ledger.schema import FOREIGN_TABLE
-from dispatcher.ledger.sqlite import Ledger, open_existing
+from dispatcher.ledger.sqlite import Ledger
+from dispatcher.ledger.sqlite import open_existing as open_existing_file
+from dispatcher.ledger.store import LedgerStore
+from dispatcher.pgurl import LedgerTarget
 
 # A merged run's state: the one most in need of attention among its shards.
 _PRECEDENCE = ("cancelled", "aborted", "stopped", "running", "paused", "partial", "finished")
 
 
 @contextmanager
-def open_ledgers(paths: Sequence[Path], run_id: str | None = None) -> Iterator[Ledger]:
-    """One ledger, or several merged into one read-only view (of ``run_id``, or every run)."""
-    if len(paths) == 1:
-        with open_existing(paths[0]) as ledger:
+def open_ledgers(
+    targets: Sequence[LedgerTarget], run_id: str | None = None
+) -> Iterator[LedgerStore]:
+    """One ledger, or several SQLite files merged into one view (of ``run_id``, or every run)."""
+    if len(targets) == 1:
+        with open_existing(targets[0]) as ledger:
             yield ledger
         return
+    paths = [t for t in targets if isinstance(t, Path)]
+    if len(paths) != len(targets):
+        raise InputError(
+            "several ledgers are read as one only when they are SQLite files: the shards of a"
+            " run on PostgreSQL share its one ledger, name it alone"
+        )
     if len(set(paths)) != len(paths):
         raise InputError("the same ledger is named twice")
     records: list[tuple[Path, RunRecord]] = []
     for path in paths:
-        with open_existing(path) as ledger:  # checks the file is ours, migrates an older one
+        with open_existing_file(path) as ledger:  # checks the file is ours, migrates an older one
             records += [(path, r) for r in ledger.runs() if run_id in (None, r.run_id)]
     if run_id is not None and not records:
         raise InputError(f'no run "{run_id}" in {", ".join(str(p) for p in paths)}')

@@ -1,12 +1,14 @@
 """The ledger as the rest of the program sees it: the protocol a storage backend implements.
 
-``sqlite.Ledger`` is the one backend today; a second (a server database shared by the
-shards of one run) implements the same methods with the same guarantees:
+Two backends implement it: ``sqlite.Ledger`` (a file, the default) and
+``postgres.PostgresLedger`` (a server database shared by the shards and timers of many
+runs); ``open.open_ledger`` chooses one by target. Both give the same guarantees:
 
 - a write returns only once it is durable (a ``MarkSending`` lost to a crash would mean a
   duplicate command on the next run);
 - ``apply`` is one transaction: all of a batch or none of it;
-- ``lock`` refuses a second process on the same run, and is freed if the process dies;
+- ``lock`` refuses a second process on the same run (and shard), and is freed if the
+  process dies;
 - ``snapshot`` gives one consistent view for a report's several queries;
 - statuses are ``records.Status`` values, times Unix seconds.
 """
@@ -15,22 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Protocol, Self
 
 from dispatcher.ledger.ops import WriteOp
 from dispatcher.ledger.records import Delivered, InDoubt, Queued, RunRecord, Status
+from dispatcher.pgurl import LedgerTarget
 
 
 class LedgerStore(Protocol):
-    path: Path  # where it lives, for messages
+    @property
+    def path(self) -> LedgerTarget: ...  # where it lives, for messages (a URL's password masked)
 
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
 
     # -- one run at a time
-    def lock(self, run_id: str) -> None: ...
+    def lock(self, run_id: str, shard: int | None = None) -> None: ...
     def unlock(self) -> None: ...
 
     # -- runs

@@ -25,7 +25,7 @@ from dispatcher.ledger.ops import (
     WriteOp,
 )
 from dispatcher.ledger.records import Answer, Status
-from dispatcher.ledger.sqlite import Ledger
+from dispatcher.ledger.store import LedgerStore
 
 
 class _Op:
@@ -42,7 +42,7 @@ class LedgerWriter:
     """Owns all writes of one run; ``run()`` is its task in the run's task group."""
 
     def __init__(
-        self, ledger: Ledger, run_id: str, *, capacity: int, record_sends: bool = True
+        self, ledger: LedgerStore, run_id: str, *, capacity: int, record_sends: bool = True
     ) -> None:
         self._ledger = ledger
         self._run_id = run_id

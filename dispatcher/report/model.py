@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.formatting import iso_utc
-from dispatcher.ledger import Ledger, RunRecord, Status
+from dispatcher.ledger import LedgerStore, RunRecord, Status
 
 REPORT_VERSION = 1  # bump when a key of ``Report.to_dict`` changes meaning or goes away
 TOP_ERRORS = 20  # error texts can vary per device; a report lists the largest groups only
@@ -287,7 +287,7 @@ class Report:
         }
 
 
-def build_report(ledger: Ledger, run_id: str) -> Report:
+def build_report(ledger: LedgerStore, run_id: str) -> Report:
     """A run's report, from aggregates SQLite computes; raises InputError for an unknown run."""
     with ledger.snapshot():
         record = ledger.require_run(run_id)
