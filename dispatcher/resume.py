@@ -143,8 +143,9 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         return None
     try:
         previous = read_run(ledger_path, run_id)
-    except LedgerError:
-        return None  # the full path says what is wrong with the file
+    except (LedgerError, InputError):
+        # the full path says what is wrong with the file, or creates the database's ledger
+        return None
     if previous is None or previous.inputs_hash is None or previous.state != RunState.FINISHED:
         return None
     if previous.target != base_url_from(options.base_url or config.base_url):
