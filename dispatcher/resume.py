@@ -293,6 +293,18 @@ def end_state(
     return state, reason
 
 
+def counts_of(ledger: LedgerStore, run_id: str, shard: Shard) -> dict[str, int]:
+    """Rows per status of the run, or of a shard's own devices: a shard's exit code and
+    summary speak of what it sends, not of the other shards' rows in a shared ledger."""
+    if shard.count == 1:
+        return ledger.counts(run_id)
+    counts: dict[str, int] = {}
+    for row in ledger.items(run_id):
+        if shard.owns(row["imei"]):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
 def next_command(options: RunOptions, run_id: str) -> str:
     """The command line that sends what a subset left: the same run, without the subset."""
     parts = ["onenet-dispatch", "run", shlex.quote(str(options.job))]

@@ -43,6 +43,7 @@ from dispatcher.progress import Meter, show_progress
 from dispatcher.resume import (
     RECONCILE_MARGIN,
     RunState,
+    counts_of,
     end_state,
     ledger_file,
     nothing_left,
@@ -166,7 +167,7 @@ def run_job(options: RunOptions) -> RunResult:
             if kept_as_sent:
                 # in-doubt rows of accepted devices that reconcile settled: accepted too
                 accept_settled(ledger, run_id, changes)
-            result.counts = ledger.counts(run_id)
+            result.counts = counts_of(ledger, run_id, options.shard)
             # The run's state derives from the whole job, never from this invocation's subset.
             result.remaining = max(0, checked.stats.devices - ledger.settled_devices(run_id))
             state, reason = end_state(options, result, run_id, checked.stats.devices)

@@ -7,6 +7,9 @@ invocation (so the kill lands among requests in flight), a few after a delay fro
 start (so it lands in start-up, reconciliation or the first sends). After every kill the
 ledger is checked against the simulator's record; after the last, uninterrupted rerun the
 whole run is.
+
+It runs on both backends (``ledger_target``): a SQLite file, and a PostgreSQL database
+whose run lock the server must free when the killed process's connection drops.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def reached(point: KillPoint, sim: Simulator, before: int, started: float) -> Ca
     return after_first
 
 
-def spawn(job: Path, sim: Simulator, ledger: Path, log: Path) -> subprocess.Popen[bytes]:
+def spawn(job: Path, sim: Simulator, ledger: str, log: Path) -> subprocess.Popen[bytes]:
     """`onenet-dispatch run` as a user starts it (stderr kept for a failure's message)."""
     env = {
         **os.environ,
@@ -119,14 +122,20 @@ def settle(sim: Simulator) -> None:
     time.sleep(0.05)
 
 
-def ledger_rows(ledger: Path) -> dict[Key, Row]:
-    db = sqlite3.connect(ledger)
-    try:
-        found = db.execute(
-            "SELECT imei, command, status, uuid, error FROM items WHERE run_id = ?", (RUN_ID,)
-        ).fetchall()
-    finally:
-        db.close()
+def ledger_rows(ledger: str) -> dict[Key, Row]:
+    """The run's rows, read with the database's own driver (not the product's code)."""
+    query = "SELECT imei, command, status, uuid, error FROM items WHERE run_id = "
+    if ledger.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(ledger) as conn:
+            found = conn.execute(query + "%s", (RUN_ID,)).fetchall()
+    else:
+        db = sqlite3.connect(ledger)
+        try:
+            found = db.execute(query + "?", (RUN_ID,)).fetchall()
+        finally:
+            db.close()
     rows = {(i, c): (s, u, e) for i, c, s, u, e in found}
     assert len(found) == len(rows), "a work item has more than one row"
     return rows
@@ -153,12 +162,14 @@ def check_write_ahead(rows: dict[Key, Row], sent: dict[Key, str], when: str) -> 
             assert key in sent, f"{when}: {key} ok but never queued"
 
 
-def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
+def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
+    tmp_path: Path, ledger_target: str
+) -> None:
     """Killed with SIGKILL at 28 seeded points, then rerun: one row per item, no device commanded twice, every queued command accounted for."""
     rng = random.Random(SEED)
     plan = kill_plan(rng)
     job = write_job(tmp_path, DEVICES, rate=800, concurrency=16)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     log = tmp_path / "runs.err"
     kills: list[str] = []
     # rows found `sending` after a kill (their request was in flight), and whether it had arrived

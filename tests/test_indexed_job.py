@@ -37,6 +37,9 @@ POD = (
 )
 
 
+STATUS = (sys.executable, "-m", "dispatcher", "status")
+
+
 def _env(**extra: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -88,8 +91,7 @@ def _pod(index: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 def _status(env: dict[str, str]) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-m", "dispatcher", "status", env["LEDGER_URL"], "--run-id", RUN_ID]
-        + ["--format", "json"],
+        [*STATUS, env["LEDGER_URL"], "--run-id", RUN_ID, "--format", "json"],
         env=env,
         capture_output=True,
         check=True,

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from dispatcher.errors import InputError
-from dispatcher.ledger import Answer, Ledger, RunRecord, Status
+from dispatcher.ledger import Answer, Ledger, LedgerStore, RunRecord, Status
 from dispatcher.ledger.ops import MarkSending, RecordAnswer, Register, SkipRest
 from dispatcher.outputs import (
     append_github_step_summary,
@@ -31,6 +31,7 @@ from dispatcher.report import (
     render_text,
 )
 from tests.helpers import imei
+from tests.pg import open_target
 
 RUN = "zone-2026-11-22"
 STARTED, ENDED = 1_795_312_800.0, 1_795_313_100.0  # a five-minute invocation
@@ -64,7 +65,7 @@ def run_record(run_id: str = RUN, *, job: str = "meter-interval") -> RunRecord:
 
 
 def answer(
-    ledger: Ledger,
+    ledger: LedgerStore,
     run_id: str,
     device: str,
     command: int,
@@ -100,7 +101,7 @@ def answer(
     )
 
 
-def fail_first(ledger: Ledger, device: str, errno: int | None, error: str, http: int) -> None:
+def fail_first(ledger: LedgerStore, device: str, errno: int | None, error: str, http: int) -> None:
     """Command 0 failed, so the run skipped the device's command 1."""
     answer(
         ledger,
@@ -118,7 +119,7 @@ def fail_first(ledger: Ledger, device: str, errno: int | None, error: str, http:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
+def ledger(ledger_target: str) -> Iterator[LedgerStore]:
     """Three fleets, two commands each (write, then read), every outcome a run can record.
 
     zone-a: A1 ok/ok; A2 errno 10 then skipped; A3 ok (3 s) then in doubt (30 s);
@@ -126,7 +127,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     zone-b: B1 ok then errno 10; B2 ok then pending; B3 errno 2001 then skipped.
     zone-c: C1 ok/ok; C2 ok then pending.
     """
-    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+    with open_target(ledger_target) as ledger:  # on both backends (tests/pg.py)
         ledger.start_run(run_record())
         devices = [(d, "zone-a", OPS) for d in (A1, A2, A3, A4)]
         devices += [(d, "zone-b", OPS) for d in (B1, B2, B3)]
@@ -160,7 +161,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def report(ledger: Ledger) -> Report:
+def report(ledger: LedgerStore) -> Report:
     return build_report(ledger, RUN)
 
 
@@ -229,7 +230,7 @@ def test_slowest_answers(report: Report) -> None:
     assert sorted(seconds, reverse=True) == seconds
 
 
-def test_unknown_run_is_an_input_error(ledger: Ledger) -> None:
+def test_unknown_run_is_an_input_error(ledger: LedgerStore) -> None:
     """A run id not in the ledger is refused with the ids that are."""
     with pytest.raises(InputError, match=f"runs: {RUN}"):
         build_report(ledger, "nope")
@@ -316,7 +317,9 @@ def junit_cases(path: Path) -> dict[tuple[str, str], ET.Element]:
     return {(c.attrib["classname"], c.attrib["name"]): c for c in root.iter("testcase")}
 
 
-def test_junit_case_per_fleet_and_command(report: Report, ledger: Ledger, tmp_path: Path) -> None:
+def test_junit_case_per_fleet_and_command(
+    report: Report, ledger: LedgerStore, tmp_path: Path
+) -> None:
     """One case per fleet and command; failed devices listed in the failure, failed first."""
     path = tmp_path / "junit.xml"
     write_junit(report, ledger, RUN, path)
@@ -385,7 +388,9 @@ def test_junit_is_bounded_for_ten_thousand_failures(tmp_path: Path) -> None:
     assert path.stat().st_size < 16 * 1024
 
 
-def test_junit_total_listing_is_bounded(report: Report, ledger: Ledger, tmp_path: Path) -> None:
+def test_junit_total_listing_is_bounded(
+    report: Report, ledger: LedgerStore, tmp_path: Path
+) -> None:
     """Over all cases, no more devices are listed than the total budget allows."""
     path = tmp_path / "junit.xml"
     write_junit(report, ledger, RUN, path, max_failures_listed=2, max_failures_total=3)
@@ -445,7 +450,7 @@ def test_metrics_file(report: Report, tmp_path: Path) -> None:
     assert ["onenet.prom"] == [p.name for p in path.parent.iterdir()]  # no temporary file left
 
 
-def all_ok_run(ledger: Ledger, run_id: str, ended: float) -> Report:
+def all_ok_run(ledger: LedgerStore, run_id: str, ended: float) -> Report:
     ledger.start_run(run_record(run_id))
     ledger.apply([Register(run_id, [(A1, "f", ["write"])])])
     answer(ledger, run_id, A1, 0, Status.OK, sent=1, took=1)
@@ -488,7 +493,7 @@ def test_metrics_label_values_are_escaped(tmp_path: Path) -> None:
     )
 
 
-def test_running_run_duration_runs_to_now(ledger: Ledger, tmp_path: Path) -> None:
+def test_running_run_duration_runs_to_now(ledger: LedgerStore, tmp_path: Path) -> None:
     """While a run is still going on, its duration is measured to ``now``."""
     ledger.start_run(run_record())  # started again: ended_at cleared, state running
     path = tmp_path / "onenet.prom"

@@ -1,4 +1,7 @@
-"""End-to-end runs of the real CLI against the simulator over loopback HTTP."""
+"""End-to-end runs of the real CLI against the simulator over loopback HTTP.
+
+The tests taking ``ledger_target`` run twice: on a SQLite ledger and on a PostgreSQL one.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +27,12 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONENET_API_KEY", API_KEY)
 
 
-def run(job: Path, sim: Simulator, ledger: Path, *extra: str) -> int:
+def run(job: Path, sim: Simulator, ledger: Path | str, *extra: str) -> int:
     return main(["run", str(job), "--base-url", sim.base_url, "--ledger", str(ledger), *extra])
 
 
 def export(
-    ledger: Path, capsys: pytest.CaptureFixture[str], *extra: str
+    ledger: Path | str, capsys: pytest.CaptureFixture[str], *extra: str
 ) -> list[dict[str, object]]:
     capsys.readouterr()
     assert main(["export", str(ledger), *extra]) == 0
@@ -37,11 +40,11 @@ def export(
 
 
 def test_every_device_gets_each_command_once_in_order(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each device gets its write then its read, exactly once, with the exact parameters."""
     job = write_job(tmp_path, 40)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator() as sim:
         assert run(job, sim, ledger) == 0
         commands = list(sim.commands)
@@ -79,20 +82,20 @@ def test_every_device_gets_each_command_once_in_order(
     assert str(rows[0]["sent_at"]).endswith("Z")
 
 
-def test_rerun_sends_nothing_and_exits_zero(tmp_path: Path) -> None:
+def test_rerun_sends_nothing_and_exits_zero(tmp_path: Path, ledger_target: str) -> None:
     """A finished run run again with the same run id sends nothing."""
     job = write_job(tmp_path, 10)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator() as sim:
         assert run(job, sim, ledger) == 0
         assert run(job, sim, ledger) == 0
         assert len(sim.commands) == 20
 
 
-def test_new_devices_in_the_fleet_are_added_on_resume(tmp_path: Path) -> None:
+def test_new_devices_in_the_fleet_are_added_on_resume(tmp_path: Path, ledger_target: str) -> None:
     """Devices added to the fleet after a run are sent on the next run, the old ones are not."""
     job = write_job(tmp_path, 5)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator() as sim:
         assert run(job, sim, ledger) == 0
         write_job(tmp_path, 8)
@@ -101,11 +104,11 @@ def test_new_devices_in_the_fleet_are_added_on_resume(tmp_path: Path) -> None:
 
 
 def test_changed_commands_under_the_same_run_id_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A job whose commands changed under an existing run id exits 2 and sends nothing."""
     job = write_job(tmp_path, 3)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator() as sim:
         assert run(job, sim, ledger) == 0
         job.write_text(job.read_text().replace("val: 60", "val: 61"))
@@ -116,11 +119,11 @@ def test_changed_commands_under_the_same_run_id_are_refused(
 
 
 def test_failed_first_command_skips_the_rest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A permanent error on a device's first command skips its second; exit code 1."""
     job = write_job(tmp_path, 4)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator(fail_imeis={imei(2)}) as sim:
         assert run(job, sim, ledger) == 1
         assert imei(2) not in {c.imei for c in sim.commands}
@@ -135,11 +138,11 @@ def test_failed_first_command_skips_the_rest(
 
 
 def test_transient_errors_are_retried_until_ok(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """HTTP 503 answers are retried with backoff; every row ends ok, each command queued once."""
     job = write_job(tmp_path, 10)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     config = tmp_path / "config.yaml"
     config.write_text("retries: {attempts: 20, backoff_base: 0.01, backoff_max: 0.05}\n")
     with simulator(http_503_rate=0.3, seed=4) as sim:
@@ -150,12 +153,12 @@ def test_transient_errors_are_retried_until_ok(
 
 
 def test_a_dropped_read_is_sent_once_and_ends_in_doubt(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """aiohttp would resend a GET whose pooled connection dropped; ours arrives once, in doubt."""
     commands = "  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"
     job = write_job(tmp_path, 1, commands=commands)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator(drop_after_queue_rate=1.0) as sim:
         assert run(job, sim, ledger) == 1
         assert 1 == len(sim.commands)
@@ -165,11 +168,11 @@ def test_a_dropped_read_is_sent_once_and_ends_in_doubt(
 
 
 def test_in_doubt_row_found_on_the_platform_is_settled_ok(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A rerun asks the platform's history: the queued write is found (ok, its uuid), then the read is sent."""
     job = write_job(tmp_path, 1)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator(drop_after_queue_rate=1.0) as sim:
         assert run(job, sim, ledger) == 1
         sim.config.drop_after_queue_rate = 0.0
@@ -235,10 +238,10 @@ def test_a_just_sent_in_doubt_row_is_not_judged_yet(
     )
 
 
-def test_resend_in_doubt_sends_again(tmp_path: Path) -> None:
+def test_resend_in_doubt_sends_again(tmp_path: Path, ledger_target: str) -> None:
     """The escape hatch: --resend-in-doubt sends the in-doubt command again, even if it was queued."""
     job = write_job(tmp_path, 1)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator(drop_after_queue_rate=1.0) as sim:
         assert run(job, sim, ledger) == 1
         sim.config.drop_after_queue_rate = 0.0
@@ -247,13 +250,13 @@ def test_resend_in_doubt_sends_again(tmp_path: Path) -> None:
 
 
 def test_reconcile_command_settles_in_doubt_rows(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`reconcile` settles an in-doubt row to ok with the uuid the platform queued; exit 0."""
     job = write_job(
         tmp_path, 2, commands="  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n"
     )
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator(drop_after_queue_rate=1.0) as sim:
         assert run(job, sim, ledger) == 1
         capsys.readouterr()
@@ -282,11 +285,11 @@ def test_rate_and_concurrency_hold(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_resumes_without_duplicates(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SIGINT midway exits 130; the rerun finishes; no device is commanded twice."""
     job = write_job(tmp_path, 200, rate=400, concurrency=8)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator() as sim:
         finished = threading.Event()
 
@@ -316,15 +319,15 @@ def test_interrupted_run_resumes_without_duplicates(
 
 
 def test_second_process_on_the_ledger_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """While one run holds the ledger, another exits 2 with a clear message."""
-    from dispatcher.ledger import Ledger
+    """While another process holds the run, this one exits 2 with a clear message."""
+    from tests.pg import open_target
 
     job = write_job(tmp_path, 2)
-    ledger_path = tmp_path / "ledger.sqlite"
-    with Ledger(ledger_path) as held, simulator() as sim:
-        held.lock("other-run")
+    ledger_path = ledger_target
+    with open_target(ledger_path) as held, simulator() as sim:
+        held.lock("test-job")
         capsys.readouterr()
         assert run(job, sim, ledger_path) == 2
         assert 0 == len(sim.commands)
@@ -370,11 +373,11 @@ def test_simulate_runs_the_example_job(capsys: pytest.CaptureFixture[str], tmp_p
 
 
 def test_rerun_of_a_complete_run_on_unchanged_files_skips_the_pass(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ledger_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Unchanged job and fleet: the rerun knows at once there is nothing to send; a changed fleet is read again."""
     job = write_job(tmp_path, 4)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_target
     with simulator() as sim:
         assert run(job, sim, ledger) == 0
         capsys.readouterr()

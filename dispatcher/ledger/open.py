@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher.errors import LedgerError
+from dispatcher.errors import InputError, LedgerError
 from dispatcher.ledger.records import RunRecord
 from dispatcher.ledger.runs import read_run as read_sqlite_run
 from dispatcher.ledger.sqlite import Ledger
@@ -53,6 +53,10 @@ def exists(target: LedgerTarget) -> bool:
 def read_run(target: LedgerTarget, run_id: str) -> RunRecord | None:
     """A run's record read on a connection of its own (safe beside a running writer)."""
     if isinstance(target, PgUrl):
-        with _postgres(target, create=False) as ledger:
+        try:
+            ledger = _postgres(target, create=False)
+        except InputError:
+            return None  # a database without a ledger yet holds no run
+        with ledger:
             return ledger.run(run_id)
     return read_sqlite_run(target, run_id)

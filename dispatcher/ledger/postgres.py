@@ -57,9 +57,6 @@ from dispatcher.ledger.records import (
 )
 from dispatcher.ledger.store import LedgerStore
 
-CONNECT_TIMEOUT = 10  # seconds, unless the URL or PGCONNECT_TIMEOUT says otherwise
-STREAM_ROWS = 2000  # rows fetched at a time by `export`
-
 # The text of the run's columns in table order, for INSERT and RunRecord(*row).
 _RUN_COLUMNS = RunRecord.__slots__
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
@@ -36,17 +38,11 @@ from psycopg.pq import TransactionStatus
 
 from dispatcher.errors import InputError, LedgerError, RunRefused
 from dispatcher.ledger.postgres_schema import MIGRATIONS, SCHEMA, SCHEMA_LOCK
-from dispatcher.ledger.records import (
-    RunRecord,
-)
 from dispatcher.ledger.schema import APPLICATION_ID, SCHEMA_VERSION
 from dispatcher.pgurl import PgUrl
 
+DEAD_HOLDER_WAIT = 10.0  # seconds the server may take to end a killed process's session
 CONNECT_TIMEOUT = 10  # seconds, unless the URL or PGCONNECT_TIMEOUT says otherwise
-STREAM_ROWS = 2000  # rows fetched at a time by `export`
-
-# The text of the run's columns in table order, for INSERT and RunRecord(*row).
-_RUN_COLUMNS = RunRecord.__slots__
 
 
 def translate(exc: psycopg.Error, target: PgUrl) -> LedgerError:
@@ -72,6 +68,25 @@ def lock_key(run_id: str, shard: int | None = None) -> int:
     )
 
 
+def _who() -> str:
+    """This process as a lock holder is named: what a refused process prints."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether ``holder`` (``pid N on HOST ...``) is a process of this machine that is gone."""
+    match = re.match(r"pid (\d+) on (\S+)", holder)
+    if match is None or match.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 class PgConnection:
     """A PostgreSQL ledger opened: its session, schema check, run locks and snapshots.
 
@@ -86,7 +101,7 @@ class PgConnection:
         if "connect_timeout" not in target.url and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = CONNECT_TIMEOUT
         if "application_name" not in target.url and not os.environ.get("PGAPPNAME"):
-            extra["application_name"] = f"onenet-dispatch pid {os.getpid()}"
+            extra["application_name"] = _who()
         try:
             self._db = psycopg.connect(target.url, autocommit=True, **extra)
         except psycopg.Error as exc:
@@ -94,6 +109,15 @@ class PgConnection:
         try:
             # A write returns only once durable, whatever the server's default.
             self._db.execute("SET synchronous_commit = on")
+            # A run's lock lives as long as its session. A process killed on a live machine
+            # closes its socket and the server ends the session at once; a machine that
+            # vanishes sends nothing, and without keepalives the server would hold the
+            # lock (and refuse the rerun) for the kernel's default two hours: with these
+            # it gives up on the peer after about two minutes.
+            self._db.execute(
+                "SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10;"
+                " SET tcp_keepalives_count = 6"
+            )
             self._setup(create)
         except psycopg.Error as exc:
             self._db.close()
@@ -166,7 +190,7 @@ class PgConnection:
                 if (key, shared) in self._locks:
                     continue
                 function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
-                got = self._value(f"SELECT {function}(%s)", (key,))
+                got = self._try_lock(function, key)
                 if not got:
                     holder = self._holder(key)
                     self.unlock()
@@ -175,10 +199,25 @@ class PgConnection:
                         f" (`onenet-dispatch status {self.path}` shows where it stands)"
                     )
                 self._locks.append((key, shared))
-            who = f"pid {os.getpid()} on {socket.gethostname()} (run {run_id}"
-            who += ")" if shard is None else f", shard {shard})"
+            who = f"{_who()} (run {run_id}" + (")" if shard is None else f", shard {shard})")
             # application_name is what a refused process reads to name the holder.
             self._execute("SELECT set_config('application_name', %s, false)", (who[:63],))
+
+    def _try_lock(self, function: str, key: int) -> bool:
+        """Take the lock; wait for it only while its holder is a dead process of this machine.
+
+        A process killed a moment ago has closed its connection, but the server may not
+        have ended its session yet: the rerun (the supervisor's retry, the kill -9 tests)
+        waits for that, a few milliseconds, instead of being refused. A live holder, or
+        one on another machine, is refused at once, as with SQLite.
+        """
+        deadline = time.monotonic() + DEAD_HOLDER_WAIT
+        while True:
+            if self._value(f"SELECT {function}(%s)", (key,)):
+                return True
+            if not _dead_here(self._holder(key)) or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
     def _holder(self, key: int) -> str:
         row = self._fetch(
@@ -219,7 +258,12 @@ class PgConnection:
         return rows[0][0] if rows else None
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> None:
-        self._fetch(sql, args)
+        """A statement whose result is not read (BEGIN, SET, a lock function's void)."""
+        with self._mutex:
+            try:
+                self._db.execute(sql, tuple(args))
+            except psycopg.Error as exc:
+                raise translate(exc, self.path) from None
 
     def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
         """Rows of one statement in one transaction; how many rows it changed."""

@@ -20,14 +20,9 @@ from dispatcher.ledger.records import (
     SQL_IN_DOUBT,
     SQL_OK,
     SQL_SKIPPED,
-    RunRecord,
 )
 
-CONNECT_TIMEOUT = 10  # seconds, unless the URL or PGCONNECT_TIMEOUT says otherwise
 STREAM_ROWS = 2000  # rows fetched at a time by `export`
-
-# The text of the run's columns in table order, for INSERT and RunRecord(*row).
-_RUN_COLUMNS = RunRecord.__slots__
 
 
 class PgReportQueries(PgConnection):
@@ -74,7 +69,7 @@ class PgReportQueries(PgConnection):
         rows = self._fetch(
             "SELECT fleet, coalesce(send_status, 'untracked') AS state, count(*) FROM items"
             f" WHERE run_id = %s AND status = {SQL_OK} GROUP BY 1, 2"
-            ' ORDER BY fleet COLLATE "C", state COLLATE "C"',
+            ' ORDER BY fleet COLLATE "C", coalesce(send_status, \'untracked\') COLLATE "C"',
             (run_id,),
         )
         return [(fleet, state, int(n)) for fleet, state, n in rows]
