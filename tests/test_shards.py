@@ -12,12 +12,17 @@ from pathlib import Path
 import pytest
 
 from dispatcher.cli import main
-from dispatcher.errors import InputError
-from dispatcher.ledger import Ledger
+from dispatcher.errors import InputError, RunRefused
+from dispatcher.ledger import Ledger, MarkSending, Register, RunRecord
 from dispatcher.shards import Shard, parse_shard, shard_of
 from tests.helpers import API_KEY, imei, simulator, write_job
+from tests.pg import open_target
 
 DEVICES = 40
+RUN = RunRecord(
+    *("r", "j", "j.yaml", "h", "http://x", None, "2026-11-24T10:00:00+08:00"),
+    *(1.0, 1.0, None, "running", None),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -243,37 +248,49 @@ def test_two_ledgers_holding_the_same_rows_are_not_summed(
     assert "not the shards of one run" in capsys.readouterr().err
 
 
-def test_a_shard_recovers_only_its_own_rows_in_flight(tmp_path: Path) -> None:
+def test_a_shard_recovers_only_its_own_rows_in_flight(ledger_target: str) -> None:
     """In a ledger the shards share, another shard's `sending` rows are in flight: untouched."""
-    from dispatcher.ledger import MarkSending, Register, RunRecord
-
-    a, b = (
-        imei(0),
-        next(imei(i) for i in range(1, 100) if shard_of(imei(i), 2) != shard_of(imei(0), 2)),
-    )
+    a = imei(0)
+    b = next(imei(i) for i in range(1, 100) if shard_of(imei(i), 2) != shard_of(a, 2))
     mine = Shard(shard_of(a, 2), 2)
-    with Ledger(tmp_path / "l.sqlite") as ledger:
-        ledger.start_run(
-            RunRecord(
-                "r",
-                "j",
-                "j.yaml",
-                "h",
-                "http://x",
-                None,
-                "2026-11-24T10:00:00+08:00",
-                1.0,
-                1.0,
-                None,
-                "running",
-                None,
-            )
-        )
+    with open_target(ledger_target) as ledger:
+        ledger.start_run(RUN)
         ledger.apply([Register("r", [(a, "f", ["write"]), (b, "f", ["write"])])])
         ledger.apply([MarkSending("r", a, 0, 5.0), MarkSending("r", b, 0, 5.0)])
         assert 1 == ledger.recover_sending("r", mine.owns)
         statuses = {row["imei"]: row["status"] for row in ledger.items("r")}
     assert {a: "in_doubt", b: "sending"} == statuses
+
+
+def test_shards_of_a_run_lock_side_by_side_but_never_twice(pg_url: str) -> None:
+    """PostgreSQL: shards 0 and 1 of a run hold it at once; a second shard 1 is refused, and
+    so is a whole-run owner (a run without --shard, cancel, reconcile) while shards run."""
+    with open_target(pg_url) as one, open_target(pg_url) as two, open_target(pg_url) as three:
+        one.lock("r", 0)
+        two.lock("r", 1)
+        with pytest.raises(RunRefused, match="in use by"):
+            three.lock("r", 1)
+        with pytest.raises(RunRefused, match="in use by"):
+            three.lock("r")
+        two.close()
+        three.lock("r", 1)
+
+
+def test_a_schema_2_postgresql_ledger_gains_the_shard_count(pg_url: str) -> None:
+    """A PostgreSQL ledger made before shards opens with `shards` 1 on its runs."""
+    import psycopg
+
+    with open_target(pg_url) as ledger:
+        ledger.start_run(RUN)
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("ALTER TABLE runs DROP COLUMN shards")
+        db.execute("UPDATE ledger_schema SET version = 2")
+    with open_target(pg_url) as ledger:
+        record = ledger.run("r")
+    assert record is not None
+    assert 1 == record.shards
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        assert (3,) == db.execute("SELECT version FROM ledger_schema").fetchone()
 
 
 def test_shards_sharing_one_sqlite_file_take_turns_and_finish_the_run(
