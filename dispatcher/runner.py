@@ -8,6 +8,7 @@ is touched or a request leaves.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import secrets
@@ -27,6 +28,7 @@ from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
 from dispatcher.engine.abort import AbortRule
 from dispatcher.errors import InputError
 from dispatcher.imei import read_imei_file
+from dispatcher.keybudget import key_lease
 from dispatcher.ledger import DONE, LedgerStore, LedgerTarget, RunRecord, open_ledger, read_run
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
@@ -200,8 +202,26 @@ async def _send_all(
     job = checked.plan.job
     clock = options.clock or RealClock()
     stop = anyio.Event()
+    ablations = options.ablations
+    # the shards of a run share the key's budget: each sends at its share (rate.shard_rate)
+    per_second = options.shard.rate(job.rate.per_second, job.rate.shard_rate)
+    limiter = RateLimiter(per_second if ablations.rate_limit else UNLIMITED_RATE, clock)
+    if options.shard.count > 1:
+        log.info("shard", shard=str(options.shard), per_second=per_second)
     async with (
         _platform(options, config, target, auth) as (base_url, authenticator, secret_values),
+        # every process on the key, this one included, sends at its share of the key's budget
+        key_lease(
+            ledger.path,
+            authenticator,
+            run_id=run_id,
+            kind="run",
+            wanted=per_second,
+            budget=config.key_budget,
+            limiter=limiter,
+        )
+        if not options.simulate and ablations.rate_limit
+        else contextlib.nullcontext(),
         connect(
             config,
             base_url,
@@ -211,12 +231,6 @@ async def _send_all(
             guard_second_send=options.ablations.second_send_guard,
         ) as client,
     ):
-        ablations = options.ablations
-        # the shards of a run share the key's budget: each sends at its share (rate.shard_rate)
-        per_second = options.shard.rate(job.rate.per_second, job.rate.shard_rate)
-        limiter = RateLimiter(per_second if ablations.rate_limit else UNLIMITED_RATE, clock)
-        if options.shard.count > 1:
-            log.info("shard", shard=str(options.shard), per_second=per_second)
         result.reconciled = await recover_in_doubt(
             ledger,
             run_id,
