@@ -2,16 +2,16 @@
 
 The platform limits calls per key, whoever makes them: a rollout, its shards, a `track
 --watch` timer and a `reconcile` all spend from one budget (the config's `key_budget`,
-requests per second). Each process holds a lease in the ledger they share
+requests per second; unset, the largest rate any of them asks for). Each process holds a lease in the ledger they share
 (``ledger.leases``) saying the rate it wants, renews it every ``BEAT`` seconds, and sends
 at its share: its wanted rate, scaled down by budget / (sum of the live leases' wanted
 rates) when they would exceed the budget together. So two timers on one key, or a
 rollout and a track, never exceed the key's budget together, and a process that dies
 stops counting once its lease is ``TTL`` old.
 
-A newcomer waits until every live lease has renewed after its own was written (at most
-two beats): by then the others have cut their share, so the sum never goes over the
-budget for longer than the platform's token bucket absorbs.
+A newcomer waits one beat when other processes hold live leases: by then they have seen
+its lease and cut their share, so the sum never goes over the budget for longer than the
+platform's token bucket absorbs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import anyio
 import structlog
 
 from dispatcher.errors import LedgerError
-from dispatcher.ledger.leases import LeaseTable, open_leases
+from dispatcher.ledger.leases import Lease, LeaseTable, open_leases
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.auth import ApiKeyAuth, Authenticator, TokenAuth
 from dispatcher.pgurl import LedgerTarget
@@ -42,9 +42,21 @@ def key_hash(secret: str) -> str:
     return hashlib.blake2b(secret.encode(), digest_size=16, person=b"onenet-key").hexdigest()
 
 
-def share(wanted: float, live: list[float], budget: float) -> float:
-    """This process's rate: what it wants, scaled down when the key's leases exceed the budget."""
-    total = sum(live)
+def share(wanted: float, live: list[Lease], budget: float | None) -> float:
+    """This process's rate: what it wants, scaled down when the key's leases exceed the budget.
+
+    Without a configured budget the key's budget is what the most demanding of its users
+    asks for: the sum of one run's shards (they split one rate between them), or a
+    track's or reconcile's rate. A process alone is never slowed; several runs, or a run
+    and a track, together send no faster than the most demanding one asked to.
+    """
+    total = sum(lease.rate for lease in live)
+    if budget is None:
+        groups: dict[tuple[str, str], float] = {}
+        for lease in live:
+            key = (lease.run_id, lease.kind)
+            groups[key] = groups.get(key, 0.0) + lease.rate
+        budget = max(groups.values(), default=wanted)
     return wanted if total <= budget else wanted * budget / total
 
 
@@ -67,7 +79,7 @@ async def key_lease(
     run_id: str,
     kind: str,
     wanted: float,
-    budget: float,
+    budget: float | None,
     limiter: RateLimiter,
     now: Callable[[], float] = time.time,
 ) -> AsyncIterator[None]:
@@ -82,11 +94,11 @@ async def key_lease(
     current = [wanted]  # the share last given to the limiter (a ramp may move its target)
     try:
 
-        async def beat() -> list[tuple[str, float, float]]:
+        async def beat() -> list[Lease]:
             live = await anyio.to_thread.run_sync(
                 table.beat, kh, holder, run_id, kind, wanted, now()
             )
-            rate = share(wanted, [r for _, r, _ in live], budget)
+            rate = share(wanted, live, budget)
             if rate != current[0]:
                 current[0] = rate
                 limiter.set_rate(rate)
@@ -95,12 +107,12 @@ async def key_lease(
 
         joined = now()
         live = await beat()
-        for _ in range(3):
-            # wait for the others to see this lease and cut their share
-            if all(b >= joined or h == holder for h, _, b in live):
-                break
-            await anyio.sleep(BEAT)
-            live = await beat()
+        # Wait (one beat at most) for the others to see this lease and cut their share. A
+        # lease silent for longer than that is a process that died: it still counts in the
+        # shares until it expires (the safe side), but is not waited for.
+        if any(x.holder != holder and joined - 2 * BEAT <= x.heartbeat < joined for x in live):
+            await anyio.sleep(BEAT * 1.2)
+            await beat()
         async with anyio.create_task_group() as tg:
 
             async def renew() -> None:

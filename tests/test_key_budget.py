@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dispatcher.keybudget import key_hash, share
-from dispatcher.ledger.leases import TTL, open_leases
+from dispatcher.ledger.leases import TTL, Lease, open_leases
 from dispatcher.pgurl import parse_target
 from tests.helpers import API_KEY, simulator, write_job
 
@@ -19,12 +19,26 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = (sys.executable, "-m", "dispatcher", "run", "--log-format", "json")
 
 
+def _leases(*wanted: tuple[str, str, float]) -> list[Lease]:
+    return [Lease(f"h:{n}", run, kind, rate, 0.0) for n, (run, kind, rate) in enumerate(wanted)]
+
+
 def test_shares_scale_down_only_beyond_the_budget() -> None:
     """Within the budget each process has what it wants; beyond, all are scaled alike."""
-    assert 40.0 == share(40, [40], 300)
-    assert 100.0 == share(100, [100, 200], 300)
-    assert 15.0 == share(30, [30, 30], 30)
-    assert 5.0 == share(10, [10, 30, 20], 30)
+    assert 40.0 == share(40, _leases(("a", "run", 40)), 300)
+    assert 100.0 == share(100, _leases(("a", "run", 100), ("b", "run", 200)), 300)
+    assert 15.0 == share(30, _leases(("a", "run", 30), ("b", "run", 30)), 30)
+    assert 5.0 == share(10, _leases(("a", "run", 10), ("b", "run", 30), ("c", "track", 20)), 30)
+
+
+def test_without_a_budget_the_most_demanding_user_sets_it() -> None:
+    """Unset, the budget is the largest a run (all its shards) or a track asks for: four
+    shards of a 100/s run are not slowed; that run and a 50/s track share 100/s."""
+    shards = [("a", "run", 25.0)] * 4
+    assert 25.0 == share(25, _leases(*shards), None)
+    assert 80.0 == share(80, _leases(("a", "run", 80)), None)
+    both = _leases(*shards, ("a", "track", 50))
+    assert (25 * 100 / 150, 50 * 100 / 150) == (share(25, both, None), share(50, both, None))
 
 
 def test_the_ledger_never_holds_the_key(ledger_target: str) -> None:
@@ -34,15 +48,17 @@ def test_the_ledger_never_holds_the_key(ledger_target: str) -> None:
     try:
         kh = key_hash(API_KEY)
         live = table.beat(kh, "host:1", "r", "run", 30.0, 1000.0)
-        assert [("host:1", 30.0, 1000.0)] == live
+        assert [Lease("host:1", "r", "run", 30.0, 1000.0)] == live
         assert API_KEY not in kh
         # another holder; the first, silent for longer than the TTL, is dropped
         live = table.beat(kh, "host:2", "r", "track", 5.0, 1000.0 + TTL + 1)
-        assert [("host:2", 5.0, 1000.0 + TTL + 1)] == live
+        assert [Lease("host:2", "r", "track", 5.0, 1000.0 + TTL + 1)] == live
         # another key's leases are not this key's
         assert 1 == len(table.beat(key_hash("other"), "host:3", "s", "run", 1.0, 1016.5))
         table.release(kh, "host:2")
-        assert [("host:4", 1.0, 1017.0)] == table.beat(kh, "host:4", "r", "run", 1.0, 1017.0)
+        assert [Lease("host:4", "r", "run", 1.0, 1017.0)] == table.beat(
+            kh, "host:4", "r", "run", 1.0, 1017.0
+        )
     finally:
         table.close()
 

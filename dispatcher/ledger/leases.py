@@ -14,6 +14,7 @@ keeps its connection and transactions to itself.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,10 +35,19 @@ _TABLE = """CREATE TABLE IF NOT EXISTS key_leases (
 )"""
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    holder: str  # host:pid
+    run_id: str
+    kind: str  # run, track, reconcile
+    rate: float  # requests per second it wants
+    heartbeat: float  # Unix time of its last renewal
+
+
 class LeaseTable(Protocol):
     def beat(
         self, key_hash: str, holder: str, run_id: str, kind: str, rate: float, now: float
-    ) -> list[tuple[str, float, float]]: ...
+    ) -> list[Lease]: ...
     def release(self, key_hash: str, holder: str) -> None: ...
     def close(self) -> None: ...
 
@@ -52,8 +62,8 @@ class _Leases:
 
     def beat(
         self, key_hash: str, holder: str, run_id: str, kind: str, rate: float, now: float
-    ) -> list[tuple[str, float, float]]:
-        """Renew this lease, drop dead ones; every live lease of the key: (holder, rate, heartbeat)."""
+    ) -> list[Lease]:
+        """Renew this lease, drop dead ones; every live lease of the key."""
         m = self.mark
         self._run(
             f"INSERT INTO key_leases VALUES ({m},{m},{m},{m},{m},{m})"
@@ -63,9 +73,11 @@ class _Leases:
         )
         self._run(f"DELETE FROM key_leases WHERE heartbeat < {m}", (now - TTL,))
         rows = self._run(
-            f"SELECT holder, rate, heartbeat FROM key_leases WHERE key_hash = {m}", (key_hash,)
+            "SELECT holder, run_id, kind, rate, heartbeat FROM key_leases"
+            f" WHERE key_hash = {m} ORDER BY holder",
+            (key_hash,),
         )
-        return [(str(h), float(r), float(b)) for h, r, b in rows]
+        return [Lease(str(h), str(r), str(k), float(w), float(b)) for h, r, k, w, b in rows]
 
     def release(self, key_hash: str, holder: str) -> None:
         m = self.mark
