@@ -73,8 +73,3 @@ def parse_target(text: str, *, where: str) -> LedgerTarget:
     if has_password(text):
         raise InputError(f"{where}: {PASSWORD_REFUSED}")
     return PgUrl(text)
-
-
-def shown(target: LedgerTarget) -> str:
-    """The target as messages, reports and logs name it: a path as given, a URL masked."""
-    return str(target)

@@ -120,3 +120,27 @@ def test_the_writer_records_sends_unless_told_not_to(
         anyio.run(write, ledger)
         expected = {"ok": 1} if record_sends else {"pending": 1}
         assert expected == ledger.counts("r1")
+
+
+def test_run_rows_round_trip(ledger_target: str) -> None:
+    """A run's record as written, restarted, confirmed and ended, read back alike on both backends."""
+    from dispatcher.ledger import read_run
+    from dispatcher.pgurl import parse_target
+
+    with open_target(ledger_target) as ledger:
+        ledger.start_run(record())
+        ledger.confirm_wave("r1", 2)
+        ledger.confirm_wave("r1", 1)  # never lowers what was confirmed
+        ledger.end_run("r1", 9.5, "partial", "stopped", "digest")
+        ledger.start_run(record())  # a resume clears the end, keeps the first start
+        ledger.set_state("r1", "running", None)
+    found = read_run(parse_target(ledger_target, where="test"), "r1")
+    assert found is not None
+    assert (2, None, "running", None, 1.0) == (
+        found.confirmed_wave,
+        found.ended_at,
+        found.state,
+        found.inputs_hash,
+        found.first_started_at,
+    )
+    assert read_run(parse_target(ledger_target, where="test"), "nope") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -34,7 +35,12 @@ def test_an_advisory_lock_is_refused_to_a_second_connection(pg_url: str) -> None
         assert (False,) == second.execute(take, ("run-1",)).fetchone()
         assert (True,) == second.execute(take, ("run-2",)).fetchone()
         first.close()  # a holder that goes away (a killed process) releases its lock
-        assert (True,) == second.execute(take, ("run-1",)).fetchone()
+        # ... once the server has ended its session, which happens after close() returns:
+        # wait for that (bounded) rather than race it.
+        deadline = time.monotonic() + 30
+        while (False,) == second.execute(take, ("run-1",)).fetchone():
+            assert time.monotonic() < deadline, "the closed session's lock was never released"
+            time.sleep(0.01)
 
 
 def test_each_test_gets_an_empty_database(pg_url: str) -> None:

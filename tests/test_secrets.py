@@ -154,3 +154,50 @@ def test_the_key_is_never_taken_on_the_command_line(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exc:
         main(["run", "job.yaml", "--api-key", CANARY])
     assert 2 == exc.value.code
+
+
+PG_CANARY = "canary-pg-5e8a0c17"
+
+
+def test_the_ledger_password_never_shows(
+    tmp_path: Path,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A PostgreSQL ledger's password (from PGPASSWORD, as the manifests pass it) appears in
+    no output, no file and no ledger row, through every command that takes the ledger; one
+    written into the URL is refused without being repeated."""
+    import psycopg
+
+    monkeypatch.setenv("ONENET_API_KEY", CANARY)
+    monkeypatch.setenv("PGPASSWORD", PG_CANARY)
+    job = write_job(tmp_path, 8, concurrency=2)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"ledger: {pg_url}\n")
+    codes = []
+    with simulator(api_key=CANARY, drop_after_queue_rate=0.3, seed=7, delivery=True) as sim:
+        codes.append(main(["run", str(job), "--base-url", sim.base_url, "--config", str(config)]))
+        ask = ["--base-url", sim.base_url]
+        codes.append(main(["reconcile", pg_url, *ask]))
+        codes.append(main(["track", pg_url, "--run-id", "test-job", *ask]))
+        codes.append(main(["cancel", pg_url, "--run-id", "test-job", "--dry-run", *ask]))
+    codes.append(main(["status", pg_url]))
+    codes.append(main(["report", pg_url, "--format", "json"]))
+    codes.append(main(["export", pg_url, "--format", "csv", "-o", str(tmp_path / "out.csv")]))
+    with_password = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{PG_CANARY}@")
+    assert with_password != pg_url
+    for argv in (["status", with_password], ["run", str(job), "--ledger", with_password]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert 2 not in codes, codes  # every command worked on the PostgreSQL ledger
+    out, err = capfd.readouterr()
+    assert PG_CANARY not in out + err
+    assert CANARY not in out + err
+    assert "ledger: postgresql://" in out
+    files = _everything_in(tmp_path)
+    assert PG_CANARY.encode() not in files
+    with psycopg.connect(pg_url) as conn:
+        dump = repr(conn.execute("SELECT * FROM runs").fetchall())
+        dump += repr(conn.execute("SELECT * FROM items").fetchall())
+    assert PG_CANARY not in dump and CANARY not in dump

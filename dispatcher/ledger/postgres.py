@@ -23,6 +23,7 @@ Built like the SQLite backend: ``postgres_connection`` (session, schema, locks),
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,6 +60,29 @@ from dispatcher.ledger.store import LedgerStore
 
 # The text of the run's columns in table order, for INSERT and RunRecord(*row).
 _RUN_COLUMNS = RunRecord.__slots__
+
+
+# sent_at is the latest send, first_sent_at the first (as the SQLite backend's items).
+MARK_SENDING = (
+    f"UPDATE items SET status = {SQL_SENDING}, sent_at = %s,"
+    " first_sent_at = coalesce(first_sent_at, %s) WHERE run_id = %s AND imei = %s AND command = %s"
+)
+RECORD_ANSWER = (
+    "UPDATE items SET status = %s, uuid = %s, errno = %s, error = %s, http_status = %s,"
+    " attempts = attempts + %s, answered_at = %s WHERE run_id = %s AND imei = %s AND command = %s"
+)
+
+
+def _sending_args(op: MarkSending) -> tuple[Any, ...]:
+    return (op.at, op.at, op.run_id, op.imei, op.command)
+
+
+def _answer_args(op: RecordAnswer) -> tuple[Any, ...]:
+    a: Answer = op.answer
+    return (
+        a.status.value, a.uuid, a.errno, a.error, a.http_status, a.attempts, a.answered_at,
+        op.run_id, a.imei, a.command,
+    )  # fmt: skip
 
 
 class PostgresLedger(PgReportQueries):
@@ -137,13 +161,35 @@ class PostgresLedger(PgReportQueries):
         return len(mine)
 
     def apply(self, ops: Sequence[WriteOp]) -> list[Any]:
-        """A batch of writes in one transaction (one WAL flush); a result per op."""
+        """A batch of writes in one transaction (one WAL flush); a result per op.
+
+        In pipeline mode: the batch's statements go to the server without waiting for
+        each answer (a round trip per batch, not per row), and the block returns only
+        once the COMMIT's answer is in, so the batch is durable when it returns.
+        """
         results: list[Any] = []
         with self._mutex:
             try:
-                with self._db.transaction(), self._db.cursor() as cur:
-                    for op in ops:
-                        results.append(self._apply_one(cur, op))
+                with self._db.pipeline(), self._db.transaction(), self._db.cursor() as cur:
+                    # Runs of one kind (a group commit is mostly marks, or mostly answers)
+                    # go as one executemany: psycopg's per-statement cost, not the
+                    # server's, is what limits a batch sent one execute at a time.
+                    for kind, run in itertools.groupby(ops, key=type):
+                        same = list(run)
+                        if kind is MarkSending and len(same) > 1:
+                            cur.executemany(
+                                MARK_SENDING,
+                                [_sending_args(op) for op in same if isinstance(op, MarkSending)],
+                            )
+                            results += [None] * len(same)
+                        elif kind is RecordAnswer and len(same) > 1:
+                            cur.executemany(
+                                RECORD_ANSWER,
+                                [_answer_args(op) for op in same if isinstance(op, RecordAnswer)],
+                            )
+                            results += [None] * len(same)
+                        else:
+                            results += [self._apply_one(cur, op) for op in same]
             except psycopg.Error as exc:
                 raise translate(exc, self.path) from None
         return results
@@ -152,15 +198,10 @@ class PostgresLedger(PgReportQueries):
         match op:
             case Register(run_id, devices):
                 return self._register(cur, run_id, devices)
-            case MarkSending(run_id, imei, command, at):
-                cur.execute(
-                    f"UPDATE items SET status = {SQL_SENDING}, sent_at = %s,"
-                    " first_sent_at = coalesce(first_sent_at, %s)"
-                    " WHERE run_id = %s AND imei = %s AND command = %s",
-                    (at, at, run_id, imei, command),
-                )
-            case RecordAnswer(run_id, answer):
-                self._answer(cur, run_id, answer)
+            case MarkSending():
+                cur.execute(MARK_SENDING, _sending_args(op))
+            case RecordAnswer():
+                cur.execute(RECORD_ANSWER, _answer_args(op))
             case SkipRest(run_id, imei, after, reason):
                 # Only while the command that failed is still failed: it may have been reopened.
                 cur.execute(
@@ -202,34 +243,19 @@ class PostgresLedger(PgReportQueries):
         out: dict[str, list[Status]] = {
             imei: [Status.PENDING] * len(ops) for imei, _, ops in devices
         }
-        cur.execute(
-            "SELECT imei, command, status FROM items WHERE run_id = %s AND imei = ANY(%s)",
-            (run_id, list(out)),
-        )
-        for imei, command, status in cur.fetchall():
+        # A cursor of its own: in pipeline mode the batch cursor's results may still be
+        # those of the statements queued before.
+        with cur.connection.cursor() as query:
+            query.execute(
+                "SELECT imei, command, status FROM items WHERE run_id = %s AND imei = ANY(%s)",
+                (run_id, list(out)),
+            )
+            found = query.fetchall()
+        for imei, command, status in found:
             statuses = out[imei]
             if command < len(statuses):
                 statuses[command] = Status(status)
         return out
-
-    def _answer(self, cur: psycopg.Cursor[Any], run_id: str, answer: Answer) -> None:
-        cur.execute(
-            "UPDATE items SET status = %s, uuid = %s, errno = %s, error = %s, http_status = %s,"
-            " attempts = attempts + %s, answered_at = %s"
-            " WHERE run_id = %s AND imei = %s AND command = %s",
-            (
-                answer.status.value,
-                answer.uuid,
-                answer.errno,
-                answer.error,
-                answer.http_status,
-                answer.attempts,
-                answer.answered_at,
-                run_id,
-                answer.imei,
-                answer.command,
-            ),
-        )
 
     # -- resume: fingerprints of what each row sends -------------------------------------
 
