@@ -139,6 +139,14 @@ class Config(_Model):
         " ~/.pgpass); default ledger.sqlite beside the job",
     )
     log_format: Literal["auto", "console", "json"] = "auto"
+    key_budget: float | None = Field(
+        None,
+        gt=0,
+        le=100000,
+        description="requests per second the API key may make, shared by every run, shard,"
+        " track and reconcile on one ledger (the platform's public limit is 300); unset:"
+        " the largest rate any of them asks for",
+    )
 
     @model_validator(mode="before")
     @classmethod

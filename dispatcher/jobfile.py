@@ -273,6 +273,11 @@ class RateSpec(_Model):
     per_second: float = Field(50, description="requests per second, all commands together")
     concurrency: StrictInt = Field(16, description="requests in flight at most")
     ramp: RampSpec | None = Field(None, description="start slower and grow to per_second")
+    shard_rate: Literal["divided", "whole"] = Field(
+        "divided",
+        description="with run --shard K/N: each shard sends at per_second / N (divided, the"
+        " shards share one key's budget) or at per_second each (whole)",
+    )
 
     @field_validator("per_second", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from dispatcher.clock import RealClock
 from dispatcher.config import Config, load_config
 from dispatcher.errors import CredentialsRefused, InputError
 from dispatcher.jobfile import Job, load_job
+from dispatcher.keybudget import key_lease
 from dispatcher.ledger import LedgerStore, LedgerTarget, RunRecord, open_existing
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.access import authenticator_for, base_url_from
@@ -120,12 +121,24 @@ async def _reconcile_all(
     clock = RealClock()
     for record, base_url in targets:
         requests, rate = _job_requests(ledger, record)
-        async with connect(config, base_url, auth, concurrency=4) as client:
+        limiter = RateLimiter(rate, clock)
+        async with (
+            key_lease(
+                ledger.path,
+                auth,
+                run_id=record.run_id,
+                kind="reconcile",
+                wanted=rate,
+                budget=config.key_budget,
+                limiter=limiter,
+            ),
+            connect(config, base_url, auth, concurrency=4) as client,
+        ):
             outcome.reports[record.run_id] = await reconcile_run(
                 ledger,
                 record.run_id,
                 client,
-                RateLimiter(rate, clock),
+                limiter,
                 fallback_sent_at=record.first_started_at,
                 requests=requests,
                 min_age=config.http.read_timeout + RECONCILE_MARGIN,
@@ -227,7 +240,19 @@ async def _track(
     outcome: TrackOutcome,
 ) -> None:
     limiter = RateLimiter(rate, RealClock())
-    async with connect(config, target, auth, concurrency=concurrency) as client:
+    async with (
+        # `track` spends from the key's budget like the rollouts on it (keybudget)
+        key_lease(
+            ledger.path,
+            auth,
+            run_id=record.run_id,
+            kind="track",
+            wanted=rate,
+            budget=config.key_budget,
+            limiter=limiter,
+        ),
+        connect(config, target, auth, concurrency=concurrency) as client,
+    ):
         while True:
             closed = datetime.now(UTC) >= expires  # a last pass after the close sees "expired"
             report = await track_pass(

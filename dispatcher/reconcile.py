@@ -22,7 +22,7 @@ they never settle a row, and the ledger counts them for ``report``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -112,12 +112,15 @@ async def reconcile_run(
     requests: Mapping[tuple[str, int], Request] | None = None,
     min_age: float = 0.0,
     now: float | None = None,
+    owns: Callable[[str], bool] | None = None,
 ) -> ReconcileReport:
-    """Settle every in-doubt row of ``run_id`` that the platform can settle."""
+    """Settle every in-doubt row of ``run_id`` that the platform can settle (of the IMEIs
+    ``owns`` accepts: a shard settles its own rows, never another shard's)."""
     report = ReconcileReport()
     devices: dict[str, list[InDoubt]] = {}
     for row in ledger.in_doubt(run_id):
-        devices.setdefault(row.imei, []).append(row)
+        if owns is None or owns(row.imei):
+            devices.setdefault(row.imei, []).append(row)
     if not devices:
         return report
     known = ledger.known_uuids()

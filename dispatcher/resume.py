@@ -23,6 +23,7 @@ import shlex
 import signal
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 
 import structlog
 
@@ -49,6 +50,7 @@ from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.runopts import RunOptions, RunResult
 from dispatcher.sent import sent_requests
+from dispatcher.shards import WHOLE, Shard, shard_siblings
 from dispatcher.timewindow import Window
 
 log = structlog.get_logger("dispatcher.run")
@@ -69,11 +71,56 @@ class RunState(StrEnum):
 
 
 def ledger_file(options: RunOptions, config: Config) -> LedgerTarget:
+    """The run's ledger: --ledger as given; else the config's or the default. A SQLite file
+    there is kept per shard (``ledger.shard-K.sqlite``), so the shards of a run on one
+    machine (or sharing a volume) never wait on each other's file lock; a PostgreSQL
+    ledger is one for every shard."""
     if options.ledger is not None:
         return options.ledger
+    base = _default_ledger(options, config)
+    return options.shard.ledger_path(base) if isinstance(base, Path) else base
+
+
+def _default_ledger(options: RunOptions, config: Config) -> LedgerTarget:
     if config.ledger and not options.simulate:
         return parse_target(config.ledger, where="config: ledger")
     return options.job.parent / ("ledger.simulated.sqlite" if options.simulate else "ledger.sqlite")
+
+
+def refuse_other_split(
+    previous: RunRecord | None, options: RunOptions, config: Config, run_id: str
+) -> None:
+    """A run is split once: a rerun with another shard count would send devices again.
+
+    Checked on the run's own ledger and, in the default layout, on the files its other
+    shards (or an unsharded start) kept beside it: a split into 2 after a split into 4
+    finds shard 2's file and is refused, rather than starting fresh files.
+    """
+    shards = options.shard.count
+    found: list[tuple[LedgerTarget, int]] = []
+    if previous is not None:
+        found.append((ledger_file(options, config), previous.shards))
+    base = _default_ledger(options, config)
+    if options.ledger is None and isinstance(base, Path):
+        for path in [base, *shard_siblings(base)]:
+            if path == ledger_file(options, config) or not path.is_file():
+                continue
+            try:
+                record = read_run(path, run_id)
+            except LedgerError:
+                continue  # not a ledger of ours: opening it names the problem
+            if record is not None:
+                found.append((path, record.shards))
+    for where, first in found:
+        if first != shards:
+            started = (
+                "unsharded" if first == 1 else f"split into {first} shards (--shard K/{first})"
+            )
+            asked = "without --shard" if shards == 1 else f"with --shard {options.shard}"
+            raise RunRefused(
+                f'run "{run_id}" was started {started} ({where}); it cannot be resumed {asked}:'
+                f" run it with --shard K/{first} as first, or pick a new run id"
+            )
 
 
 def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
@@ -96,8 +143,9 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         return None
     try:
         previous = read_run(ledger_path, run_id)
-    except LedgerError:
-        return None  # the full path says what is wrong with the file
+    except (LedgerError, InputError):
+        # the full path says what is wrong with the file, or creates the database's ledger
+        return None
     if previous is None or previous.inputs_hash is None or previous.state != RunState.FINISHED:
         return None
     if previous.target != base_url_from(options.base_url or config.base_url):
@@ -105,7 +153,7 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
     if previous.inputs_hash != inputs_hash(loaded, strict=options.strict):
         return None
     with open_ledger(ledger_path) as ledger:
-        ledger.lock(run_id)
+        ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
         counts = ledger.counts(run_id)
         if set(counts) - DONE:
             return None
@@ -183,6 +231,7 @@ async def recover_in_doubt(
     resend: bool,
     fallback_sent_at: float,
     min_age: float,
+    shard: Shard = WHOLE,
 ) -> ReconcileReport | None:
     """Settle the run's in-doubt rows from the platform's history before anything is sent.
 
@@ -191,7 +240,7 @@ async def recover_in_doubt(
     if resend:
         log.warning("resending_in_doubt", run_id=run_id, rows=len(ledger.in_doubt(run_id)))
         return None
-    in_doubt: list[InDoubt] = ledger.in_doubt(run_id)
+    in_doubt: list[InDoubt] = [r for r in ledger.in_doubt(run_id) if shard.owns(r.imei)]
     if not in_doubt:
         return None
     return await reconcile_run(
@@ -205,6 +254,7 @@ async def recover_in_doubt(
             ledger, run_id, checked.plan, {row.imei for row in in_doubt} - kept_as_sent
         ),
         min_age=min_age,
+        owns=shard.owns if shard.count > 1 else None,
     )
 
 
@@ -213,7 +263,12 @@ def end_state(
 ) -> tuple[RunState, str | None]:
     """The state an invocation leaves its run in, and why (for `status`)."""
     state, reason = RunState.FINISHED, None
-    subset = bool(options.fleets) or options.imeis is not None or options.limit is not None
+    subset = (
+        bool(options.fleets)
+        or options.imeis is not None
+        or options.limit is not None
+        or options.shard.count > 1
+    )
     if subset and result.remaining:
         result.next_command = next_command(options, run_id)
         state = RunState.PARTIAL
@@ -221,6 +276,12 @@ def end_state(
             f"{result.remaining} of {devices} devices not settled yet;"
             f" `{result.next_command}` sends them"
         )
+        if options.shard.count > 1:
+            reason = (
+                f"shard {options.shard}: {result.remaining} of the run's {devices} devices not"
+                " settled yet; each shard sends its own (`status` over every shard's ledger"
+                f" shows the whole run; `{result.next_command}` resumes this shard)"
+            )
     if isinstance(result.fatal, Aborted):
         state, reason = RunState.ABORTED, str(result.fatal)
     elif result.fatal is not None:
@@ -232,6 +293,18 @@ def end_state(
     return state, reason
 
 
+def counts_of(ledger: LedgerStore, run_id: str, shard: Shard) -> dict[str, int]:
+    """Rows per status of the run, or of a shard's own devices: a shard's exit code and
+    summary speak of what it sends, not of the other shards' rows in a shared ledger."""
+    if shard.count == 1:
+        return ledger.counts(run_id)
+    counts: dict[str, int] = {}
+    for row in ledger.items(run_id):
+        if shard.owns(row["imei"]):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
 def next_command(options: RunOptions, run_id: str) -> str:
     """The command line that sends what a subset left: the same run, without the subset."""
     parts = ["onenet-dispatch", "run", shlex.quote(str(options.job))]
@@ -239,6 +312,9 @@ def next_command(options: RunOptions, run_id: str) -> str:
         parts.append("--simulate")
     if options.run_id is not None or options.simulate:
         parts += ["--run-id", shlex.quote(run_id)]
+    if options.shard.count > 1:
+        # a shard's remainder is sent by the same shard: the others send their own
+        parts += ["--shard", str(options.shard)]
     if options.ledger is not None:
         parts += ["--ledger", shlex.quote(str(options.ledger))]
     if options.config is not None:

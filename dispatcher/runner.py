@@ -8,6 +8,7 @@ is touched or a request leaves.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import secrets
@@ -27,6 +28,7 @@ from dispatcher.engine import Engine, EngineSettings, Rollout, Totals
 from dispatcher.engine.abort import AbortRule
 from dispatcher.errors import InputError
 from dispatcher.imei import read_imei_file
+from dispatcher.keybudget import key_lease
 from dispatcher.ledger import DONE, LedgerStore, LedgerTarget, RunRecord, open_ledger, read_run
 from dispatcher.ledger.writer import LedgerWriter
 from dispatcher.limiter import RateLimiter
@@ -43,13 +45,16 @@ from dispatcher.progress import Meter, show_progress
 from dispatcher.resume import (
     RECONCILE_MARGIN,
     RunState,
+    counts_of,
     end_state,
     ledger_file,
     nothing_left,
     recover_in_doubt,
     refuse_ended,
+    refuse_other_split,
     window_for,
 )
+from dispatcher.rolloutspec import RampSpec
 from dispatcher.runopts import UNLIMITED_RATE, RunOptions, RunResult
 from dispatcher.sent import (
     FleetChanges,
@@ -93,8 +98,10 @@ def run_job(options: RunOptions) -> RunResult:
         )
     # every log event of this run carries its run id (JSON lines under systemd and in CI)
     with open_ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
-        ledger.lock(run_id)
+        # a shard owns its own rows: the shards of a run send side by side on a shared ledger
+        ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
         previous = ledger.run(run_id)
+        refuse_other_split(previous, options, config, run_id)
         window = window_for(previous, checked, fingerprint, target, run_id, now)
         refuse_ended(previous, run_id, override_abort=options.override_abort)
         changes = FleetChanges()
@@ -104,7 +111,9 @@ def run_job(options: RunOptions) -> RunResult:
         kept_as_sent = refuse_or_accept(
             ledger, run_id, changes, accept=options.accept_changed_fleet
         )
-        recovered = ledger.recover_sending(run_id)
+        recovered = ledger.recover_sending(
+            run_id, options.shard.owns if options.shard.count > 1 else None
+        )
         started = unix_now()
         ledger.start_run(
             RunRecord(
@@ -125,6 +134,8 @@ def run_job(options: RunOptions) -> RunResult:
                 wave=previous.wave if previous else 0,
                 confirmed_wave=previous.confirmed_wave if previous else 0,
                 rollout=job.rollout.model_dump_json(),
+                inputs_hash=None,
+                shards=options.shard.count,
             )
         )
         log.info(
@@ -158,7 +169,7 @@ def run_job(options: RunOptions) -> RunResult:
             if kept_as_sent:
                 # in-doubt rows of accepted devices that reconcile settled: accepted too
                 accept_settled(ledger, run_id, changes)
-            result.counts = ledger.counts(run_id)
+            result.counts = counts_of(ledger, run_id, options.shard)
             # The run's state derives from the whole job, never from this invocation's subset.
             result.remaining = max(0, checked.stats.devices - ledger.settled_devices(run_id))
             state, reason = end_state(options, result, run_id, checked.stats.devices)
@@ -191,8 +202,26 @@ async def _send_all(
     job = checked.plan.job
     clock = options.clock or RealClock()
     stop = anyio.Event()
+    ablations = options.ablations
+    # the shards of a run share the key's budget: each sends at its share (rate.shard_rate)
+    per_second = options.shard.rate(job.rate.per_second, job.rate.shard_rate)
+    limiter = RateLimiter(per_second if ablations.rate_limit else UNLIMITED_RATE, clock)
+    if options.shard.count > 1:
+        log.info("shard", shard=str(options.shard), per_second=per_second)
     async with (
         _platform(options, config, target, auth) as (base_url, authenticator, secret_values),
+        # every process on the key, this one included, sends at its share of the key's budget
+        key_lease(
+            ledger.path,
+            authenticator,
+            run_id=run_id,
+            kind="run",
+            wanted=per_second,
+            budget=config.key_budget,
+            limiter=limiter,
+        )
+        if not options.simulate and ablations.rate_limit
+        else contextlib.nullcontext(),
         connect(
             config,
             base_url,
@@ -202,10 +231,6 @@ async def _send_all(
             guard_second_send=options.ablations.second_send_guard,
         ) as client,
     ):
-        ablations = options.ablations
-        limiter = RateLimiter(
-            job.rate.per_second if ablations.rate_limit else UNLIMITED_RATE, clock
-        )
         result.reconciled = await recover_in_doubt(
             ledger,
             run_id,
@@ -216,6 +241,7 @@ async def _send_all(
             resend=options.resend_in_doubt,
             fallback_sent_at=result.first_started_at,
             min_age=config.http.read_timeout + RECONCILE_MARGIN,
+            shard=options.shard,
         )
         writer = LedgerWriter(
             ledger,
@@ -370,12 +396,22 @@ def _rollout(
         abort=abort,
         dispatch=DispatchWindow(job.dispatch_window) if job.dispatch_window is not None else None,
         no_wait=options.no_wait,
-        ramp=job.rate.ramp,
+        ramp=_shard_ramp(options, checked),
         fleets=frozenset(options.fleets) if options.fleets else None,
         imeis=options.imeis,
+        shard=options.shard if options.shard.count > 1 else None,
         limit=options.limit,
         on_wave=writer.set_wave,
     )
+
+
+def _shard_ramp(options: RunOptions, checked: CheckedJob) -> RampSpec | None:
+    """The ramp's start is a rate too: divided among the shards like ``per_second``."""
+    rate = checked.plan.job.rate
+    if rate.ramp is None:
+        return None
+    start = options.shard.rate(rate.ramp.start, rate.shard_rate)
+    return rate.ramp.model_copy(update={"start": start})
 
 
 CONFIRM_POLL_SECONDS = 2.0

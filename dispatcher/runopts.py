@@ -13,6 +13,7 @@ from dispatcher.errors import DispatcherError
 from dispatcher.pgurl import LedgerTarget
 from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport
+from dispatcher.shards import WHOLE, Shard
 
 UNLIMITED_RATE = 1e9  # requests per second: a limiter that never has to wait
 
@@ -42,6 +43,7 @@ class RunOptions:
     limit: int | None = None
     fleets: tuple[str, ...] = ()
     imei_file: Path | None = None
+    shard: Shard = WHOLE  # run --shard K/N: the devices of shard K only, at its share of the rate
     accept_changed_fleet: bool = False  # resume although fleet files render other requests
     override_abort: bool = False
     no_wait: bool = False

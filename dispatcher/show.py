@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -12,6 +14,7 @@ from rich.table import Table
 from dispatcher.check import CheckedJob
 from dispatcher.formatting import human_seconds
 from dispatcher.rolloutspec import RolloutSpec
+from dispatcher.shards import shard_of
 from dispatcher.timewindow import PLATFORM_TZ
 from dispatcher.waves import wave_bounds
 
@@ -156,6 +159,32 @@ def status_record(
     }
 
 
+def shard_counts(rows: Iterable[Any], count: int) -> list[dict[str, object]]:
+    """Rows per status and devices of each shard of a run (``status``'s per-shard lines).
+
+    Computed from the rows' IMEIs with the split ``run --shard`` uses, so it is the same
+    whether the shards shared one ledger or each kept a file.
+    """
+    statuses: list[Counter[str]] = [Counter() for _ in range(count)]
+    devices = [0] * count
+    last, k = "", 0
+    for row in rows:
+        # a device's rows are registered together, so they come one after another
+        if row["imei"] != last:
+            last = row["imei"]
+            k = shard_of(last, count)
+            devices[k] += 1
+        statuses[k][row["status"]] += 1
+    return [
+        {
+            "shard": f"{k}/{count}",
+            "devices": devices[k],
+            "counts": dict(sorted(statuses[k].items())),
+        }
+        for k in range(count)
+    ]
+
+
 def print_status(
     console: Console,
     record: RunRecord,
@@ -163,8 +192,11 @@ def print_status(
     *,
     as_json: bool,
     remaining: int | None = None,
+    shards: list[dict[str, object]] | None = None,
 ) -> None:
     data = status_record(record, counts, remaining)
+    if shards is not None:
+        data["shards"] = shards
     if as_json:
         console.print_json(json.dumps(data))
         return
@@ -177,6 +209,11 @@ def print_status(
         + ("" if remaining is None else f" ({remaining} not settled yet)")
     )
     console.print("rows:         " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for shard in shards or ():
+        rows = shard["counts"]
+        assert isinstance(rows, dict)
+        listed = ", ".join(f"{k} {v}" for k, v in rows.items()) or "no rows yet"
+        console.print(f"  shard {shard['shard']}: {shard['devices']} devices; {listed}")
     rule = data["abort_rule"]
     rate = f"{data['failure_rate']:.1%} failed of {data['answered']} answered"
     if isinstance(rule, dict) and rule.get("failure_rate"):

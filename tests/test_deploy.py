@@ -328,8 +328,9 @@ def test_track_service_follows_the_days_run_once_it_exists(
         "--config",
         CONFIG_PATH,
     ] == argv
-    for parsed in (parse_run(condition), parse_run(argv)):
-        assert ledger == str(parsed.ledger)
+    # `status` takes one ledger or several (a run's shards), `track` one
+    assert [ledger] == [str(p) for p in parse_run(condition).ledger]
+    assert ledger == str(parse_run(argv).ledger)
     assert parse_run(argv).watch
     # the rollout's ledger, the rollout's run id
     rollout = service_argv(stub, tmp_path)

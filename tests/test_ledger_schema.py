@@ -17,15 +17,17 @@ from tests.test_ledger import record
 
 IMEI = "865820031234565"
 
-# The items table as schema 1 (the first release) wrote it: no first_sent_at, no request_hash.
-SCHEMA_1 = ledger_schema.SCHEMA.replace("    first_sent_at REAL,\n", "").replace(
-    "    request_hash TEXT,\n", ""
+# The runs table as schema 2 wrote it: no shard count.
+SCHEMA_2 = ledger_schema.SCHEMA.replace(
+    "    inputs_hash TEXT,\n    shards INTEGER NOT NULL DEFAULT 1\n", "    inputs_hash TEXT\n"
 )
+# The items table as schema 1 (the first release) wrote it: no first_sent_at, no request_hash.
+SCHEMA_1 = SCHEMA_2.replace("    first_sent_at REAL,\n", "").replace("    request_hash TEXT,\n", "")
 
 
-def schema_1_ledger(path: Path) -> None:
+def schema_1_ledger(path: Path, schema: str = SCHEMA_1, version: int = 1) -> None:
     db = sqlite3.connect(path)
-    db.executescript(SCHEMA_1)
+    db.executescript(schema)
     db.execute(
         "INSERT INTO runs (run_id, job_name, job_path, job_hash, target, expired_time,"
         " first_started_at, started_at, state) VALUES"
@@ -37,8 +39,23 @@ def schema_1_ledger(path: Path) -> None:
         (IMEI,),
     )
     db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    db.execute("PRAGMA user_version=1")
+    db.execute(f"PRAGMA user_version={version}")
     db.commit()
+    db.close()
+
+
+def test_schema_2_ledger_gains_the_shard_count_of_an_unsharded_run(tmp_path: Path) -> None:
+    """A schema-2 ledger opens as schema 3: its runs were not sharded (a shard count of 1)."""
+    path = tmp_path / "two.sqlite"
+    schema_1_ledger(path, SCHEMA_2, 2)
+    assert "shards" not in SCHEMA_2
+    with Ledger(path) as ledger:
+        record = ledger.run("old")
+        assert record is not None
+        assert 1 == record.shards
+        assert {"ok": 1} == ledger.counts("old")
+    db = sqlite3.connect(path)
+    assert 3 == db.execute("PRAGMA user_version").fetchone()[0]
     db.close()
 
 
@@ -58,7 +75,7 @@ def test_schema_1_ledger_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path)
         )
         assert [(IMEI, "f", 0, "write", "ok", 2.0, 1)] == ledger.slowest_answers("old", 5)
     db = sqlite3.connect(path)
-    assert SCHEMA_VERSION == db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert SCHEMA_VERSION == db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()
     with Ledger(path) as ledger:  # opening again migrates nothing twice
         assert {"ok": 1} == ledger.counts("old")
@@ -134,6 +151,7 @@ def test_a_run_begun_under_schema_1_resumes_after_the_upgrade(
         db = sqlite3.connect(path)
         db.execute("ALTER TABLE items DROP COLUMN first_sent_at")
         db.execute("ALTER TABLE items DROP COLUMN request_hash")
+        db.execute("ALTER TABLE runs DROP COLUMN shards")
         db.execute("PRAGMA user_version=1")
         db.commit()
         db.close()

@@ -12,7 +12,7 @@ import pytest
 
 from dispatcher.cli import main
 from dispatcher.errors import LedgerError, RunRefused
-from dispatcher.ledger import open_existing
+from dispatcher.ledger import SCHEMA_VERSION, open_existing
 from dispatcher.pgurl import PgUrl, has_password, mask, parse_target
 from tests.helpers import API_KEY, simulator, write_job
 from tests.pg import open_target
@@ -152,7 +152,7 @@ def test_a_newer_schema_is_refused(pg_url: str) -> None:
     open_target(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE ledger_schema SET version = 99")
-    with pytest.raises(LedgerError, match="schema 99; this version reads 2"):
+    with pytest.raises(LedgerError, match=f"schema 99; this version reads {SCHEMA_VERSION}"):
         open_target(pg_url)
 
 

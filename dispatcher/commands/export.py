@@ -23,7 +23,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch export jobs/ledger.sqlite --run-id meter-interval-zone-a --format csv -o out.csv",
     )
-    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
+    p.add_argument(
+        "ledger",
+        type=ledger_target,
+        nargs="+",
+        metavar="LEDGER",
+        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
+    )
     p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
@@ -32,9 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
     from dispatcher.export import write
-    from dispatcher.ledger import open_existing
+    from dispatcher.ledger.merge import open_ledgers
 
-    with open_existing(args.ledger) as ledger:
+    with open_ledgers(args.ledger, args.run_id) as ledger:
         if args.run_id is not None:
             ledger.require_run(args.run_id)
         if args.output is None:

@@ -24,21 +24,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch report jobs/ledger.sqlite --run-id zone-a-2026-11-22 --format markdown",
     )
-    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
+    p.add_argument(
+        "ledger",
+        type=ledger_target,
+        nargs="+",
+        metavar="LEDGER",
+        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
+    )
     p.add_argument("--run-id", metavar="ID", help="the run (default: the latest)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.set_defaults(handler=handle, logs=False)
 
 
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from dispatcher.ledger import open_existing
+    from dispatcher.ledger.merge import open_ledgers
     from dispatcher.report import build_report, render_json, render_markdown, render_text
 
-    with open_existing(args.ledger) as ledger:
+    with open_ledgers(args.ledger, args.run_id) as ledger:
         if args.run_id is None:
             runs = ledger.runs()
             if not runs:
-                raise InputError(f"{args.ledger}: no runs yet")
+                raise InputError(f"{', '.join(map(str, args.ledger))}: no runs yet")
             run_id = runs[-1].run_id
         else:
             run_id = ledger.require_run(args.run_id).run_id

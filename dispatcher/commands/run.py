@@ -93,6 +93,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--fleet", action="append", default=[], metavar="NAME", help="only this fleet (repeatable)"
     )
     target.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only shard K (from 0) of N: the devices whose IMEI hashes to K; at 1/N of the"
+        " rate unless the job's rate.shard_rate is whole (Indexed Job: --shard"
+        " $(JOB_COMPLETION_INDEX)/N)",
+    )
+    target.add_argument(
         "--imei-file", type=Path, metavar="FILE", help="only the IMEIs in FILE, one per line"
     )
     control = p.add_argument_group("rollout control")
@@ -154,8 +161,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
     from dispatcher.runner import run_job
     from dispatcher.runopts import Ablations, RunOptions
+    from dispatcher.shards import WHOLE, parse_shard
     from dispatcher.show import print_run_summary
 
+    shard = parse_shard(args.shard) if args.shard is not None else WHOLE
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be 1 or more")
     if args.requests_out is not None and not args.dry_run:
@@ -183,6 +192,7 @@ def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
             limit=args.limit,
             fleets=tuple(args.fleet),
             imei_file=args.imei_file,
+            shard=shard,
             accept_changed_fleet=args.accept_changed_fleet,
             override_abort=args.override_abort,
             no_wait=args.no_wait,

@@ -21,17 +21,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch status jobs/ledger.sqlite --run-id zone-a-2026-11-22",
     )
-    p.add_argument("ledger", type=ledger_target, metavar="LEDGER", help=LEDGER_HELP)
+    p.add_argument(
+        "ledger",
+        type=ledger_target,
+        nargs="+",
+        metavar="LEDGER",
+        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
+    )
     p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(handler=handle, logs=False)
 
 
 def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from dispatcher.ledger import open_existing
-    from dispatcher.show import print_status
+    from dispatcher.ledger.merge import open_ledgers
+    from dispatcher.show import print_status, shard_counts
 
-    with open_existing(args.ledger) as ledger:
+    with open_ledgers(args.ledger, args.run_id) as ledger:
         runs = [ledger.require_run(args.run_id)] if args.run_id else ledger.runs()
         if not runs:
             out.print("no runs in this ledger")
@@ -42,5 +48,8 @@ def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
                 ledger.counts(record.run_id),
                 as_json=args.format == "json",
                 remaining=max(0, record.devices - ledger.settled_devices(record.run_id)),
+                shards=shard_counts(ledger.items(record.run_id), record.shards)
+                if record.shards > 1
+                else None,
             )
     return EXIT_OK

@@ -229,6 +229,8 @@ class Engine:
                         continue
                     if rollout.imeis is not None and device.device.imei not in rollout.imeis:
                         continue
+                    if rollout.shard is not None and not rollout.shard.owns(device.device.imei):
+                        continue
                     batch.append(device)
                     if len(batch) >= REGISTER_BATCH:
                         previous, behind = behind, (batch, self._register(batch))

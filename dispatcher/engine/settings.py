@@ -10,6 +10,7 @@ from dispatcher.dispatch_window import DispatchWindow
 from dispatcher.engine.abort import AbortRule
 from dispatcher.ledger.records import Status
 from dispatcher.rolloutspec import RampSpec
+from dispatcher.shards import Shard
 from dispatcher.waves import WaveMap
 
 
@@ -41,6 +42,7 @@ class Rollout:
     ramp: RampSpec | None = None
     fleets: frozenset[str] | None = None
     imeis: frozenset[str] | None = None
+    shard: Shard | None = None  # run --shard K/N: only the devices of shard K
     limit: int | None = None  # devices to start in this invocation at most
     on_wave: Callable[[int], Awaitable[None]] | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dispatcher.ledger.connection import Connection, translate
@@ -37,13 +37,27 @@ from dispatcher.ledger.schema import FOREIGN_TABLE
 class ItemRows(Connection):
     """Rows of work: written ahead by the run, settled by reconcile, tracked by `track`."""
 
-    def recover_sending(self, run_id: str) -> int:
-        """Rows left ``sending`` by a run that died may have been queued: they become in doubt."""
-        return self._write(
+    def recover_sending(self, run_id: str, owns: Callable[[str], bool] | None = None) -> int:
+        """Rows left ``sending`` by a run that died may have been queued: they become in doubt.
+
+        ``owns``: only the rows of these IMEIs (a shard's own). In a ledger the shards of a
+        run share, another shard's ``sending`` rows are its requests in flight right now.
+        """
+        update = (
             f"UPDATE items SET status = {SQL_IN_DOUBT}, error = 'the run stopped while this request was in flight'"
-            f" WHERE run_id = ? AND status = {SQL_SENDING}",
-            [(run_id,)],
+            f" WHERE run_id = ? AND status = {SQL_SENDING}"
         )
+        if owns is None:
+            return self._write(update, [(run_id,)])
+        rows = self._read(
+            f"SELECT imei, command FROM items WHERE run_id = ? AND status = {SQL_SENDING}",
+            (run_id,),
+        ).fetchall()
+        mine = [(run_id, imei, command) for imei, command in rows if owns(imei)]
+        if not mine:
+            return 0
+        self._write(update + " AND imei = ? AND command = ?", mine)
+        return len(mine)
 
     def apply(self, ops: Sequence[WriteOp]) -> list[Any]:
         """Apply a batch of writes in one transaction (one fsync); a result per op.

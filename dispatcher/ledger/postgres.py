@@ -24,7 +24,7 @@ Built like the SQLite backend: ``postgres_connection`` (session, schema, locks),
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -142,13 +142,23 @@ class PostgresLedger(PgReportQueries):
 
     # -- the run's writes ----------------------------------------------------------------
 
-    def recover_sending(self, run_id: str) -> int:
-        return self._write(
+    def recover_sending(self, run_id: str, owns: Callable[[str], bool] | None = None) -> int:
+        """As the SQLite ledger's: ``owns`` keeps another shard's requests in flight untouched."""
+        update = (
             f"UPDATE items SET status = {SQL_IN_DOUBT},"
             " error = 'the run stopped while this request was in flight'"
-            f" WHERE run_id = %s AND status = {SQL_SENDING}",
-            [(run_id,)],
+            f" WHERE run_id = %s AND status = {SQL_SENDING}"
         )
+        if owns is None:
+            return self._write(update, [(run_id,)])
+        rows = self._fetch(
+            f"SELECT imei, command FROM items WHERE run_id = %s AND status = {SQL_SENDING}",
+            (run_id,),
+        )
+        mine = [(run_id, imei, command) for imei, command in rows if owns(imei)]
+        if mine:
+            self._write(update + " AND imei = %s AND command = %s", mine)
+        return len(mine)
 
     def apply(self, ops: Sequence[WriteOp]) -> list[Any]:
         """A batch of writes in one transaction (one WAL flush); a result per op.

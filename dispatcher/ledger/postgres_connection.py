@@ -37,7 +37,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from dispatcher.errors import InputError, LedgerError, RunRefused
-from dispatcher.ledger.postgres_schema import SCHEMA, SCHEMA_LOCK
+from dispatcher.ledger.postgres_schema import MIGRATIONS, SCHEMA, SCHEMA_LOCK
 from dispatcher.ledger.schema import APPLICATION_ID, SCHEMA_VERSION
 from dispatcher.pgurl import PgUrl
 
@@ -146,6 +146,15 @@ class PgConnection:
                     db.execute(statement)
                 return
             marks = db.execute("SELECT application_id, version FROM ledger_schema").fetchone()
+            if marks is not None and marks[0] == APPLICATION_ID and marks[1] in MIGRATIONS:
+                # under the schema lock: shards starting together migrate once
+                version = marks[1]
+                while version in MIGRATIONS:
+                    for statement in MIGRATIONS[version]:
+                        db.execute(statement)
+                    version += 1
+                db.execute("UPDATE ledger_schema SET version = %s", (version,))
+                marks = (marks[0], version)
         if marks is None or marks[0] != APPLICATION_ID:
             raise LedgerError(f"{self.path} holds a ledger_schema table of another program")
         if marks[1] != SCHEMA_VERSION:

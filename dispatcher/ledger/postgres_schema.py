@@ -1,6 +1,6 @@
 """The PostgreSQL ledger's tables: the SQLite ledger's, in PostgreSQL's types.
 
-The same tables and columns as ``schema`` (schema version 2, ``foreign_commands``
+The same tables and columns as ``schema`` (the current schema version, ``foreign_commands``
 included), so ``status``, ``report`` and ``export`` read both alike. Differences, each
 for a reason:
 
@@ -23,6 +23,12 @@ from dispatcher.ledger.schema import APPLICATION_ID, SCHEMA_VERSION
 # starting together do not race to create them ("ONDT" + "SCHM").
 SCHEMA_LOCK = 0x4F4E4454_5343484D
 
+# What an older schema needs to become the current one (as ``schema.MIGRATIONS``).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # the shard count of the run's first invocation: a rerun with another split is refused
+    2: ("ALTER TABLE runs ADD COLUMN shards integer NOT NULL DEFAULT 1",),
+}
+
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE ledger_schema (application_id bigint NOT NULL, version integer NOT NULL)",
     f"INSERT INTO ledger_schema VALUES ({APPLICATION_ID}, {SCHEMA_VERSION})",
@@ -44,7 +50,8 @@ SCHEMA: tuple[str, ...] = (
     wave integer NOT NULL DEFAULT 0,
     confirmed_wave integer NOT NULL DEFAULT 0,
     rollout text,
-    inputs_hash text
+    inputs_hash text,
+    shards integer NOT NULL DEFAULT 1
 )""",
     """CREATE TABLE items (
     run_id text NOT NULL,

@@ -38,6 +38,7 @@ class RunRecord:
     confirmed_wave: int = 0  # waves up to this one may start without asking
     rollout: str | None = None  # the job's rollout controls (JSON), for `status`
     inputs_hash: str | None = None  # job and fleet files of the last run that left nothing to send
+    shards: int = 1  # run --shard K/N: N, as the run's first invocation split it
 
 
 @dataclass(frozen=True, slots=True)

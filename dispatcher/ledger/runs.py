@@ -34,7 +34,7 @@ class RunRows(Connection):
     def start_run(self, record: RunRecord) -> None:
         """Insert a new run, or mark an existing one started again."""
         self._write(
-            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+            """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT (run_id) DO UPDATE SET started_at = excluded.started_at,
                ended_at = NULL, state = excluded.state, reason = NULL, devices = excluded.devices,
                waves = excluded.waves, rollout = excluded.rollout, inputs_hash = NULL""",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 APPLICATION_ID = 0x4F4E4454  # "ONDT": marks the file as ours, so a foreign SQLite file is refused
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What each older schema needs to become the current one: columns added, never removed,
 # so a ledger written by an older version keeps every row it holds.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -12,6 +12,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE items ADD COLUMN request_hash TEXT",
         "UPDATE items SET first_sent_at = sent_at",
     ),
+    # the shard count of the run's first invocation: a rerun with another split is refused
+    2: ("ALTER TABLE runs ADD COLUMN shards INTEGER NOT NULL DEFAULT 1",),
 }
 
 SCHEMA = """
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
     wave INTEGER NOT NULL DEFAULT 0,
     confirmed_wave INTEGER NOT NULL DEFAULT 0,
     rollout TEXT,
-    inputs_hash TEXT
+    inputs_hash TEXT,
+    shards INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS items (
     run_id TEXT NOT NULL,

@@ -15,7 +15,7 @@ runs); ``open.open_ledger`` chooses one by target. Both give the same guarantees
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, Self
 
@@ -54,7 +54,7 @@ class LedgerStore(Protocol):
 
     # -- the run's writes (batched by the writer task)
     def apply(self, ops: Sequence[WriteOp]) -> list[Any]: ...
-    def recover_sending(self, run_id: str) -> int: ...
+    def recover_sending(self, run_id: str, owns: Callable[[str], bool] | None = None) -> int: ...
 
     # -- resume: fingerprints of what each row sends
     def stored_requests(

@@ -66,6 +66,10 @@ class ApiKeyAuth:
     def headers(self) -> dict[str, str]:
         return self._headers
 
+    def identity(self) -> str:
+        """What names the key's budget (hashed before it is stored): the key itself."""
+        return self._headers["api-key"]
+
     def __repr__(self) -> str:
         return "ApiKeyAuth(***)"
 
@@ -109,6 +113,11 @@ class TokenAuth:
             )
             self._headers = {"authorization": token}
         return self._headers
+
+    def identity(self) -> str:
+        """What names the key's budget (hashed before it is stored): the access key and
+        the resource it signs for; a token changes every hour, these do not."""
+        return f"{self._res}\0{self._key.reveal()}"
 
     def __repr__(self) -> str:
         return f"TokenAuth(res={self._res}, version={self._version}, ***)"
