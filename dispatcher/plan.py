@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -106,6 +106,7 @@ class DeviceWork:
     """A device and its requests, in the job's order."""
 
     device: Device
+    # empty for a device a resume found settled: not rendered, nothing to send (``devices``)
     requests: tuple[Request, ...]
 
 
@@ -258,11 +259,20 @@ class Plan:
         """The window resolved against a run's first start (TimeSpecError if it is wrong)."""
         return resolve_window(self.valid_spec, self.expired_spec, start)
 
-    def devices(self, problems: Problems, stats: PlanStats | None = None) -> Iterator[DeviceWork]:
+    def devices(
+        self,
+        problems: Problems,
+        stats: PlanStats | None = None,
+        settled: Callable[[int, str], bool] | None = None,
+    ) -> Iterator[DeviceWork]:
         """Every device of every fleet once, in job order, with its rendered requests.
 
         Devices with a problem are reported to ``problems`` and left out; a caller
         that must send nothing when anything is wrong makes one full pass first.
+
+        ``settled(ordinal, imei)``: True for a device (the ordinal-th yielded) whose rows
+        a resume found all settled; it is yielded without requests, not rendered. Only
+        on a pass after the check, with the check's duplicate positions still valid.
         """
         doc = self.loaded.doc
         for t in self.templates:
@@ -307,6 +317,16 @@ class Plan:
                 for position, device in enumerate(
                     iter_fleet(spec, index, self.loaded.path, doc, problems, strict=self.strict)
                 ):
+                    if (
+                        settled is not None
+                        and known is not None
+                        and (index, position) not in known.duplicates
+                        and settled(stats.devices, device.imei)
+                    ):
+                        count.devices += 1
+                        stats.devices += 1
+                        yield DeviceWork(device, ())
+                        continue
                     requests = self._render(device, index, problems, missing_reported)
                     if requests is None:
                         continue

@@ -231,6 +231,12 @@ class Engine:
                         continue
                     if rollout.shard is not None and not rollout.shard.owns(device.device.imei):
                         continue
+                    if not device.requests:
+                        # settled before this run (the resume's comparison pass found every
+                        # row ok, failed or skipped): nothing to register or send
+                        self.totals.planned_devices += 1
+                        self.totals.already_done += 1
+                        continue
                     batch.append(device)
                     if len(batch) >= REGISTER_BATCH:
                         previous, behind = behind, (batch, self._register(batch))
