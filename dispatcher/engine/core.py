@@ -105,19 +105,12 @@ class Engine:
                     self._work_scope = inner.cancel_scope
                     if rollout.ramp is not None:
                         inner.start_soon(self._ramp, rollout.ramp)
-                    for wave in range(rollout.start_wave, rollout.waves.waves):
-                        if wave > rollout.start_wave and not await self._between_waves(wave):
-                            break
-                        if self._stop.is_set():
-                            break
-                        self.totals.wave = wave
-                        if rollout.on_wave is not None:
-                            await rollout.on_wave(wave)
-                        log.info("wave_started", wave=wave + 1, waves=rollout.waves.waves)
-                        await self._run_wave(wave)
-                        if self._stop.is_set():
-                            break
-                        log.info("wave_finished", wave=wave + 1, waves=rollout.waves.waves)
+                    try:
+                        await self._waves()
+                    except LedgerError as exc:
+                        # the wave's mark, or a confirmation read from the ledger: the run
+                        # stops with the ledger's error (exit 2), not an ExceptionGroup
+                        self._fail(exc)
                     inner.cancel_scope.cancel()  # the ramp task
             finally:
                 with anyio.CancelScope(shield=True):
@@ -126,6 +119,22 @@ class Engine:
             # answers are not awaited: a commit that failed after the last send shows here
             self.fatal = self._writer.failed
         return self.totals
+
+    async def _waves(self) -> None:
+        rollout = self._rollout
+        for wave in range(rollout.start_wave, rollout.waves.waves):
+            if wave > rollout.start_wave and not await self._between_waves(wave):
+                break
+            if self._stop.is_set():
+                break
+            self.totals.wave = wave
+            if rollout.on_wave is not None:
+                await rollout.on_wave(wave)
+            log.info("wave_started", wave=wave + 1, waves=rollout.waves.waves)
+            await self._run_wave(wave)
+            if self._stop.is_set():
+                break
+            log.info("wave_finished", wave=wave + 1, waves=rollout.waves.waves)
 
     async def _run_wave(self, wave: int) -> None:
         """One producer and the worker pool over the devices of ``wave``; returns when all are done."""
