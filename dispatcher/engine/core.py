@@ -30,6 +30,7 @@ from dispatcher.engine.ahead import take_slot
 from dispatcher.engine.breaker import CircuitBreaker
 from dispatcher.engine.handout import Work, hand_out, ignore
 from dispatcher.engine.settings import EngineSettings, Rollout, Totals
+from dispatcher.engine.waits import sleep_or_stop
 from dispatcher.errors import (
     Aborted,
     CredentialsRefused,
@@ -164,19 +165,7 @@ class Engine:
         return not self._stop.is_set()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
-        """Sleep on the engine's clock, waking early when the run is stopped."""
-        async with anyio.create_task_group() as tg:
-
-            async def sleeper() -> None:
-                await self._clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            async def stopper() -> None:
-                await self._stop.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(sleeper)
-            tg.start_soon(stopper)
+        await sleep_or_stop(self._clock, self._stop, seconds)
 
     async def _ramp(self, ramp: RampSpec) -> None:
         """Grow the rate from ``ramp.start`` by ``ramp.factor`` every ``ramp.every``."""
