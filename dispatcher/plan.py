@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from dispatcher.jobfile import (
     LoadedJob,
     PlatformOptions,
 )
+from dispatcher.planstats import FleetCount, PlanStats
 from dispatcher.problems import Problems
 from dispatcher.seen import (
     DEDUP_BATCH,
@@ -218,22 +219,6 @@ class _Template:
 
 def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-@dataclass
-class FleetCount:
-    name: str
-    devices: int = 0
-    duplicates: int = 0
-
-
-@dataclass
-class PlanStats:
-    """What a pass over the plan saw; filled while devices are streamed."""
-
-    fleets: list[FleetCount] = field(default_factory=list)
-    devices: int = 0
-    duplicates: int = 0
 
 
 class Plan:
