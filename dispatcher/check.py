@@ -19,7 +19,8 @@ from dispatcher.jobfile import (
     WindowSpec,
     load_job,
 )
-from dispatcher.plan import Plan, PlanStats
+from dispatcher.plan import Plan
+from dispatcher.planstats import PlanStats
 from dispatcher.problems import Problem, Problems
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window
 from dispatcher.waves import WaveMap, key_thresholds, shuffle_key, wave_bounds

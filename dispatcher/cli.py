@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ from dispatcher.exits import (
     EXIT_STDOUT_CLOSED,
     EXIT_UNAVAILABLE,
     exit_code_for,
+    leaves,
+    ours,
 )
 
 __all__ = [
@@ -113,32 +116,53 @@ def _main(argv: Sequence[str] | None, ablations: Ablations | None) -> int:
             configure_logging(err, _log_format(args))
         handler: Handler = args.handler
         return handler(args, out, err)
-    except InputError as exc:
-        for line in exc.lines():
-            err.print(line, soft_wrap=True)
-        err.print(
-            f"invalid: {exc.errors or len(exc.problems)} problem(s); nothing was sent",
-            style="bold red",
-        )
-        return exit_code_for(exc)
-    except DispatcherError as exc:
-        err.print(f"error: {exc}", style="bold red", soft_wrap=True)
-        return exit_code_for(exc)
     except KeyboardInterrupt:
         err.print("interrupted", style="bold red")
         return EXIT_SIGINT
     except BrokenPipeError:
         raise  # a closed stdout, not a bug: main ends quietly
     except Exception as exc:
-        if os.environ.get("ONENET_DISPATCH_DEBUG"):
-            raise
+        mine = ours(exc)
+        if mine is not None:
+            return _report(mine, err)
+        return _internal_error(exc, err)
+
+
+def _report(exc: DispatcherError, err: Console) -> int:
+    """One of our own errors: its lines, and its exit code."""
+    if isinstance(exc, InputError):
+        for line in exc.lines():
+            err.print(line, soft_wrap=True)
         err.print(
-            f"internal error: {type(exc).__name__}; this is a bug of onenet-dispatch, please report it"
-            " (set ONENET_DISPATCH_DEBUG=1 to see the traceback)",
+            f"invalid: {exc.errors or len(exc.problems)} problem(s); nothing was sent",
             style="bold red",
-            soft_wrap=True,
         )
-        return EXIT_SOFTWARE
+    else:
+        err.print(f"error: {exc}", style="bold red", soft_wrap=True)
+    return exit_code_for(exc)
+
+
+def _internal_error(exc: Exception, err: Console) -> int:
+    """A bug of ours: one line, or with ONENET_DISPATCH_DEBUG the whole traceback.
+
+    The traceback includes every exception of a task group's ExceptionGroup (a group
+    alone says nothing of which task failed). It holds no local variables, so no secret:
+    no exception of ours carries the key.
+    """
+    kinds = sorted({type(e).__name__ for e in leaves(exc)})
+    name = type(exc).__name__
+    if isinstance(exc, BaseExceptionGroup):
+        name += f" ({', '.join(kinds)})"
+    if os.environ.get("ONENET_DISPATCH_DEBUG"):
+        err.file.write("".join(traceback.format_exception(exc)))
+        err.file.flush()
+    err.print(
+        f"internal error: {name}; this is a bug of onenet-dispatch, please report it"
+        " (set ONENET_DISPATCH_DEBUG=1 to see the traceback)",
+        style="bold red",
+        soft_wrap=True,
+    )
+    return EXIT_SOFTWARE
 
 
 def _log_format(args: argparse.Namespace) -> str:

@@ -37,3 +37,24 @@ def exit_code_for(exc: DispatcherError) -> int:
     if isinstance(exc, Aborted):
         return EXIT_ABORTED
     return EXIT_SOFTWARE
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions an exception group holds, however deeply nested; else ``[exc]``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+def ours(exc: BaseException) -> DispatcherError | None:
+    """The first of our own errors when ``exc`` is one, or a task group's group of only ours.
+
+    A task group wraps what its tasks raise in an ExceptionGroup even when it is a single
+    LedgerError: that is an error of the ledger (exit 2), not a bug (exit 70).
+    """
+    found = leaves(exc)
+    if found and all(isinstance(e, DispatcherError) for e in found):
+        first = found[0]
+        assert isinstance(first, DispatcherError)
+        return first
+    return None

@@ -5,6 +5,16 @@ pause the next sends are spaced like any others. Each caller reserves the next f
 slot and sleeps until it; because a slot is taken before sleeping, the order of
 callers is the order of slots and no two share one.
 
+A caller the scheduler delayed (a busy core) reserves its slot late; a limiter that
+spaced from "now" would lose that time for good, and the run's rate would slip under
+load. So a slot missed by a little is given back: while the limiter is busy, the next
+slot counts from the one before even when that is already past, by at most
+``CATCH_UP`` of a second's slots (none below 1/CATCH_UP per second; none while slowed
+down). A longer gap is idleness, and idle time is never saved up. Whatever the
+catch-up, the platform's rule holds for the slots granted: from 50/s up, no 1-second
+window holds more than the rate (each slot is at least a second after the floor(rate)-th
+slot before it); below, no slot is given back and the even spacing holds as before.
+
 When the platform answers "api freq out of limit" the whole run slows down, not
 only the worker that saw it: the rate is cut by a factor (again on each further
 refusal, at most every ``CUT_SPACING`` seconds), then doubles back step by step once
@@ -13,17 +23,28 @@ refusals stop.
 
 from __future__ import annotations
 
+import math
+from collections import deque
+
 from dispatcher.clock import Clock
 
 # Seconds between two cuts: answers to requests sent before a cut do not cut again.
 CUT_SPACING = 0.5
 MIN_FACTOR = 1 / 64  # never slower than this share of the target rate
+CATCH_UP = 0.02  # a late caller may take slots missed within this share of a second's slots
+# The 1-s window is kept from the rate where slots can be given back (below it the even
+# spacing alone holds a window to the rate rounded up, as it always did) to where the
+# rate means unlimited (an ablation of the benchmarks).
+WINDOW_MIN_RATE = 1 / CATCH_UP
+WINDOW_MAX_RATE = 100_000
 
 
 class RateLimiter:
     __slots__ = (
+        "_catch_up",
         "_clock",
         "_factor",
+        "_granted",
         "_interval",
         "_last_cut",
         "_next",
@@ -36,9 +57,10 @@ class RateLimiter:
         if per_second <= 0:
             raise ValueError("per_second must be positive")
         self._clock = clock
-        self._per_second = per_second
-        self._interval = 1.0 / per_second
         self._next = float("-inf")
+        # the last granted slots, one second's worth: the sliding-window rule's memory
+        self._granted: deque[float] = deque()
+        self._set(per_second)
         self._factor = 1.0
         self._last_cut = float("-inf")
         self._recover_at = float("inf")
@@ -59,8 +81,16 @@ class RateLimiter:
         """Change the target rate; the next slot keeps its place."""
         if per_second <= 0:
             raise ValueError("per_second must be positive")
+        self._set(per_second)
+
+    def _set(self, per_second: float) -> None:
         self._per_second = per_second
         self._interval = 1.0 / per_second
+        # seconds a busy limiter may count back: whole slots only, so none at low rates
+        self._catch_up = math.floor(CATCH_UP * per_second) * self._interval
+        keep = math.floor(per_second) if per_second <= WINDOW_MAX_RATE else 0
+        # (a slow-down's lower rate counts fewer of the kept slots: ``reserve``)
+        self._granted = deque(self._granted, maxlen=keep)
 
     def slow_down(self, factor: float, seconds: float) -> None:
         """Multiply the rate by ``factor``; it doubles back every ``seconds`` without a cut."""
@@ -97,9 +127,22 @@ class RateLimiter:
         """
         now = self._clock.monotonic()
         self._recover(now)
-        slot = self._next if self._next > now else now
+        slot = self._next
+        lag = now - slot
+        if lag > 0 and (lag > self._catch_up or self._factor < 1.0):
+            slot = now  # idle (or slowed down): nothing is given back
+        grant = slot if slot > now else now  # a slot given back leaves at once
+        granted = self._granted
+        # at most floor(rate) slots in any 1-s window: one more waits a second after the
+        # floor(rate)-th before it (the spacing alone keeps to it unless slots are given back)
+        rate = self._per_second * self._factor
+        n = math.floor(rate) if rate >= WINDOW_MIN_RATE else 0
+        if 0 < n <= len(granted) and granted[-n] + 1.0 > grant:
+            # held back by the window: count on from there, giving nothing more back
+            grant = slot = granted[-n] + 1.0
         self._next = slot + self._interval / self._factor
-        return slot - now
+        granted.append(grant)
+        return grant - now
 
     def __repr__(self) -> str:
         return (

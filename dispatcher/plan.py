@@ -11,8 +11,8 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from dispatcher.jobfile import (
     LoadedJob,
     PlatformOptions,
 )
+from dispatcher.planstats import FleetCount, PlanStats
 from dispatcher.problems import Problems
 from dispatcher.seen import (
     DEDUP_BATCH,
@@ -106,6 +107,7 @@ class DeviceWork:
     """A device and its requests, in the job's order."""
 
     device: Device
+    # empty for a device a resume found settled: not rendered, nothing to send (``devices``)
     requests: tuple[Request, ...]
 
 
@@ -219,22 +221,6 @@ def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-@dataclass
-class FleetCount:
-    name: str
-    devices: int = 0
-    duplicates: int = 0
-
-
-@dataclass
-class PlanStats:
-    """What a pass over the plan saw; filled while devices are streamed."""
-
-    fleets: list[FleetCount] = field(default_factory=list)
-    devices: int = 0
-    duplicates: int = 0
-
-
 class Plan:
     """A checked job ready to stream; ``problems`` collects what each pass finds."""
 
@@ -258,11 +244,20 @@ class Plan:
         """The window resolved against a run's first start (TimeSpecError if it is wrong)."""
         return resolve_window(self.valid_spec, self.expired_spec, start)
 
-    def devices(self, problems: Problems, stats: PlanStats | None = None) -> Iterator[DeviceWork]:
+    def devices(
+        self,
+        problems: Problems,
+        stats: PlanStats | None = None,
+        settled: Callable[[int, str], bool] | None = None,
+    ) -> Iterator[DeviceWork]:
         """Every device of every fleet once, in job order, with its rendered requests.
 
         Devices with a problem are reported to ``problems`` and left out; a caller
         that must send nothing when anything is wrong makes one full pass first.
+
+        ``settled(ordinal, imei)``: True for a device (the ordinal-th yielded) whose rows
+        a resume found all settled; it is yielded without requests, not rendered. Only
+        on a pass after the check, with the check's duplicate positions still valid.
         """
         doc = self.loaded.doc
         for t in self.templates:
@@ -307,6 +302,16 @@ class Plan:
                 for position, device in enumerate(
                     iter_fleet(spec, index, self.loaded.path, doc, problems, strict=self.strict)
                 ):
+                    if (
+                        settled is not None
+                        and known is not None
+                        and (index, position) not in known.duplicates
+                        and settled(stats.devices, device.imei)
+                    ):
+                        count.devices += 1
+                        stats.devices += 1
+                        yield DeviceWork(device, ())
+                        continue
                     requests = self._render(device, index, problems, missing_reported)
                     if requests is None:
                         continue

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -156,6 +156,7 @@ def run_job(options: RunOptions) -> RunResult:
                 _send_all,
                 options,
                 kept_as_sent,
+                changes.is_settled if len(changes.settled) else None,
                 config,
                 checked,
                 window,
@@ -190,6 +191,7 @@ def run_job(options: RunOptions) -> RunResult:
 async def _send_all(
     options: RunOptions,
     kept_as_sent: frozenset[str],
+    settled: Callable[[int, str], bool] | None,
     config: Config,
     checked: CheckedJob,
     window: Window,
@@ -251,7 +253,8 @@ async def _send_all(
         )
         rollout = _rollout(options, checked, ledger, writer, run_id, stop, clock)
         engine = Engine(
-            lambda: checked.plan.devices(Problems()),
+            # devices the resume found settled are streamed unrendered and not registered
+            lambda: checked.plan.devices(Problems(), settled=settled),
             rollout=rollout,
             window=window,
             transport=client,

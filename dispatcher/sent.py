@@ -10,6 +10,7 @@ rendering whose hash matches what was sent.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -17,13 +18,15 @@ from itertools import islice
 import structlog
 
 from dispatcher.errors import InputError
-from dispatcher.ledger import LedgerStore
+from dispatcher.ledger import DONE, LedgerStore
 from dispatcher.plan import DeviceWork, Plan, Request
 from dispatcher.problems import Problems
 
 log = structlog.get_logger("dispatcher.sent")
 
 BATCH = 500  # devices looked up per ledger query (SQLite's variable limit is far above)
+NOT_SETTLED = -1  # never an IMEI's hash: Python's hash() gives -2 for what would be -1
+_DONE = frozenset(s.value for s in DONE)
 
 KEPT_AS_SENT = (
     "not sent: the fleet file changed after this device was sent (--accept-changed-fleet)"
@@ -43,6 +46,16 @@ class Changed:
 class FleetChanges:
     changed: list[Changed] = field(default_factory=list)
     legacy: list[tuple[str, int, str]] = field(default_factory=list)  # rows stored without hash
+    # By the device's ordinal in the plan's pass: its IMEI's hash when all its rows are
+    # settled (ok, failed, skipped) and unchanged, else NOT_SETTLED. 8 bytes a device,
+    # not a set of strings: a 1M-device resume keeps 8 MB, not a hundred.
+    settled: array[int] = field(default_factory=lambda: array("q"))
+
+    def is_settled(self, ordinal: int, imei: str) -> bool:
+        """The ordinal-th device of a later pass is settled: the producer need not render,
+        register or hand it out. The IMEI's hash guards against a fleet file that changed
+        between the passes (another device at that ordinal is not skipped)."""
+        return ordinal < len(self.settled) and self.settled[ordinal] == hash(imei)
 
     @property
     def sent(self) -> list[Changed]:
@@ -64,13 +77,18 @@ def find_changes(ledger: LedgerStore, run_id: str, plan: Plan) -> FleetChanges:
     changes = FleetChanges()
     for batch in _batches(plan.devices(Problems())):
         stored: dict[str, dict[int, tuple[str | None, bool]]] = {}
+        done: dict[str, int] = {}  # rows settled, by device
         for imei, command, digest, status, ever_sent in ledger.stored_requests(
             run_id, [w.device.imei for w in batch]
         ):
             stored.setdefault(imei, {})[command] = (digest, ever_sent or status != "pending")
+            if status in _DONE:
+                done[imei] = done.get(imei, 0) + 1
         for work in batch:
-            rows = stored.get(work.device.imei)
+            imei = work.device.imei
+            rows = stored.get(imei)
             if rows is None:
+                changes.settled.append(NOT_SETTLED)
                 continue  # a device this run has not registered yet: nothing to compare
             differs = False
             first_unsent: int | None = None
@@ -86,6 +104,8 @@ def find_changes(ledger: LedgerStore, run_id: str, plan: Plan) -> FleetChanges:
             if differs:
                 sent = any(ever for _, ever in rows.values())
                 changes.changed.append(Changed(work, sent, first_unsent))
+            all_done = not differs and done.get(imei, 0) == len(work.requests) == len(rows)
+            changes.settled.append(hash(imei) if all_done else NOT_SETTLED)
     return changes
 
 

@@ -33,6 +33,7 @@ PARSING = (
     "dispatcher.imei",
     "dispatcher.jobfile",
     "dispatcher.plan",
+    "dispatcher.planstats",
     "dispatcher.problems",
     "dispatcher.rolloutspec",
     "dispatcher.schema_errors",

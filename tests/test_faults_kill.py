@@ -89,6 +89,8 @@ def spawn(job: Path, sim: Simulator, ledger: str, log: Path) -> subprocess.Popen
     env = {
         **os.environ,
         "ONENET_API_KEY": API_KEY,
+        # an internal error's whole traceback (every task of an ExceptionGroup) in the log
+        "ONENET_DISPATCH_DEBUG": "1",
         # the repo first: the CLI must import this checkout whatever the working directory
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }

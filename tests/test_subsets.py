@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dispatcher.cli import main
 from dispatcher.engine import core as engine
+from dispatcher.fleets import Device
+from dispatcher.plan import Plan
 from dispatcher.simulator import Simulator
 from tests.helpers import API_KEY, imei, simulator, write_fleet
 
@@ -212,3 +215,35 @@ def test_reconcile_after_an_accepted_change_compares_with_what_was_sent(
         assert len(sim.commands) == 2 * 51 - 1
         assert len({(c.imei, c.op) for c in sim.commands}) == 2 * 51 - 1
     assert body == {"data": [{"res_id": 5750, "val": "10.0.0.1"}]}
+
+
+def test_a_full_path_resume_renders_settled_devices_no_third_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison pass learns which devices are settled; the producer streams them
+    unrendered and unregistered: a device is rendered by the check and the comparison
+    only, and only the unsettled ones a third time (to be sent)."""
+    job = _job(tmp_path)
+    ledger = tmp_path / "ledger.sqlite"
+    rendered: Counter[str] = Counter()
+    real = Plan._render
+
+    def counting(self: Plan, device: Device, *args: Any) -> Any:
+        rendered[device.imei] += 1
+        return real(self, device, *args)
+
+    with simulator() as sim:
+        assert run(job, sim, ledger, "--limit", "3") == 0
+        done = {c.imei for c in sim.commands}
+        assert 3 == len(done)
+        # the same values in another order, and a new device: the full path (not the
+        # rerun shortcut), the new device and the 47 unsent ones are sent
+        new = imei(97)
+        _fleet(tmp_path / "north.csv", [new, *reversed(NORTH)])
+        monkeypatch.setattr(Plan, "_render", counting)
+        assert run(job, sim, ledger) == 0
+        assert len(sim.commands) == 2 * 51
+        assert len({(c.imei, c.op) for c in sim.commands}) == 2 * 51
+    assert {i: 2 for i in done} == {i: rendered[i] for i in done}
+    assert {3} == {n for i, n in rendered.items() if i not in done}
+    assert 51 == len(rendered)

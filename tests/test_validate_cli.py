@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import dispatcher.check
+from dispatcher.errors import LedgerError
 from tests.jobtools import BASE_JOB, validate, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,3 +110,41 @@ def test_python_m_dispatcher_validates_the_example(at_root: Path) -> None:
     )
     assert (0, "") == (done.returncode, done.stderr)
     assert "requests:            408" in done.stdout
+
+
+def test_a_task_groups_group_of_our_errors_maps_to_their_exit_code(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LedgerError a task group wrapped is an error of the ledger (exit 2), not a bug."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ExceptionGroup("tasks", [ExceptionGroup("inner", [LedgerError("disk full")])])
+
+    monkeypatch.delenv("ONENET_DISPATCH_DEBUG", raising=False)
+    monkeypatch.setattr(dispatcher.check, "check_job", broken)
+    write(workdir, "job.yaml", BASE_JOB)
+    result = validate(capsys, "job.yaml")
+    assert (2, "error: disk full\n") == (result.code, result.err)
+
+
+def test_an_internal_errors_group_shows_every_task_in_debug(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group holding a bug: exit 70, its kinds named; with the debug env, every traceback."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ExceptionGroup("tasks", [LedgerError("disk full"), KeyError("imei")])
+
+    monkeypatch.setattr(dispatcher.check, "check_job", broken)
+    write(workdir, "job.yaml", BASE_JOB)
+    monkeypatch.delenv("ONENET_DISPATCH_DEBUG", raising=False)
+    quiet = validate(capsys, "job.yaml")
+    assert 70 == quiet.code
+    assert "Traceback" not in quiet.err
+    assert "internal error: ExceptionGroup (KeyError, LedgerError);" in quiet.err
+    monkeypatch.setenv("ONENET_DISPATCH_DEBUG", "1")
+    loud = validate(capsys, "job.yaml")
+    assert 70 == loud.code
+    assert "Traceback" in loud.err
+    assert "KeyError: 'imei'" in loud.err
+    assert "LedgerError: disk full" in loud.err

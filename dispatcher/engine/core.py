@@ -30,6 +30,7 @@ from dispatcher.engine.ahead import take_slot
 from dispatcher.engine.breaker import CircuitBreaker
 from dispatcher.engine.handout import Work, hand_out, ignore
 from dispatcher.engine.settings import EngineSettings, Rollout, Totals
+from dispatcher.engine.waits import sleep_or_stop
 from dispatcher.errors import (
     Aborted,
     CredentialsRefused,
@@ -105,19 +106,12 @@ class Engine:
                     self._work_scope = inner.cancel_scope
                     if rollout.ramp is not None:
                         inner.start_soon(self._ramp, rollout.ramp)
-                    for wave in range(rollout.start_wave, rollout.waves.waves):
-                        if wave > rollout.start_wave and not await self._between_waves(wave):
-                            break
-                        if self._stop.is_set():
-                            break
-                        self.totals.wave = wave
-                        if rollout.on_wave is not None:
-                            await rollout.on_wave(wave)
-                        log.info("wave_started", wave=wave + 1, waves=rollout.waves.waves)
-                        await self._run_wave(wave)
-                        if self._stop.is_set():
-                            break
-                        log.info("wave_finished", wave=wave + 1, waves=rollout.waves.waves)
+                    try:
+                        await self._waves()
+                    except LedgerError as exc:
+                        # the wave's mark, or a confirmation read from the ledger: the run
+                        # stops with the ledger's error (exit 2), not an ExceptionGroup
+                        self._fail(exc)
                     inner.cancel_scope.cancel()  # the ramp task
             finally:
                 with anyio.CancelScope(shield=True):
@@ -126,6 +120,22 @@ class Engine:
             # answers are not awaited: a commit that failed after the last send shows here
             self.fatal = self._writer.failed
         return self.totals
+
+    async def _waves(self) -> None:
+        rollout = self._rollout
+        for wave in range(rollout.start_wave, rollout.waves.waves):
+            if wave > rollout.start_wave and not await self._between_waves(wave):
+                break
+            if self._stop.is_set():
+                break
+            self.totals.wave = wave
+            if rollout.on_wave is not None:
+                await rollout.on_wave(wave)
+            log.info("wave_started", wave=wave + 1, waves=rollout.waves.waves)
+            await self._run_wave(wave)
+            if self._stop.is_set():
+                break
+            log.info("wave_finished", wave=wave + 1, waves=rollout.waves.waves)
 
     async def _run_wave(self, wave: int) -> None:
         """One producer and the worker pool over the devices of ``wave``; returns when all are done."""
@@ -155,19 +165,7 @@ class Engine:
         return not self._stop.is_set()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
-        """Sleep on the engine's clock, waking early when the run is stopped."""
-        async with anyio.create_task_group() as tg:
-
-            async def sleeper() -> None:
-                await self._clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            async def stopper() -> None:
-                await self._stop.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(sleeper)
-            tg.start_soon(stopper)
+        await sleep_or_stop(self._clock, self._stop, seconds)
 
     async def _ramp(self, ramp: RampSpec) -> None:
         """Grow the rate from ``ramp.start`` by ``ramp.factor`` every ``ramp.every``."""
@@ -230,6 +228,12 @@ class Engine:
                     if rollout.imeis is not None and device.device.imei not in rollout.imeis:
                         continue
                     if rollout.shard is not None and not rollout.shard.owns(device.device.imei):
+                        continue
+                    if not device.requests:
+                        # settled before this run (the resume's comparison pass found every
+                        # row ok, failed or skipped): nothing to register or send
+                        self.totals.planned_devices += 1
+                        self.totals.already_done += 1
                         continue
                     batch.append(device)
                     if len(batch) >= REGISTER_BATCH:
