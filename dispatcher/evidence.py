@@ -258,3 +258,14 @@ def _compare_execute(name: str, value: object, body: object, tally: _Tally) -> N
     text = value.text.strip() if isinstance(value, _Unparsed) else value
     if ours is not None and isinstance(text, str | int | float) and same_value(text, ours):
         tally.body_agrees.append(f"{name} as the execute args text")
+
+
+def count(value: object) -> int | None:
+    """A count the platform may write as a number or as text ("3")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from dispatcher.evidence import Judgement, Verdict, judge
+from dispatcher.evidence import Judgement, Verdict, count, judge
 from dispatcher.ledger import InDoubt, LedgerStore, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import HISTORY, detail_path
@@ -89,17 +89,6 @@ def kind_matches(item_type: object, op: str) -> bool:
     text = item_type.lower()
     others = {"write", "read", "execute"} - {op}
     return op in text or not any(other in text for other in others)
-
-
-def count(value: object) -> int | None:
-    """A count the platform may write as a number or as text ("3")."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 async def reconcile_run(

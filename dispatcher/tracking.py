@@ -20,6 +20,7 @@ import anyio
 import structlog
 
 from dispatcher.clock import unix_now
+from dispatcher.evidence import count
 from dispatcher.ledger import Delivered, LedgerStore, Queued
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import cancel_path, detail_path
@@ -45,8 +46,8 @@ FLUSH_EVERY = 200  # delivery states written to the ledger per transaction
 
 def delivery_from(detail: dict[str, Any], row: Queued) -> Delivered:
     """A detail answer as the ledger records it; what the contract leaves open is kept as text."""
-    code = detail.get("send_status")
-    state = SEND_STATUS.get(code, f"code {code}") if isinstance(code, int) else "undefined"
+    code = count(detail.get("send_status"))  # a number, or the same number as text
+    state = "undefined" if code is None else SEND_STATUS.get(code, f"code {code}")
     result = detail.get("cmd_result")
     if result is not None and not isinstance(result, str):
         result = json.dumps(result, ensure_ascii=False, separators=(",", ":"))

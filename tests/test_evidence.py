@@ -11,7 +11,9 @@ import json
 import pytest
 
 from dispatcher.evidence import Verdict, judge, parse_field, same_value
+from dispatcher.ledger import Queued
 from dispatcher.plan import Request
+from dispatcher.tracking import delivery_from
 
 IMEI = "865820050000004"
 DATA: list[dict[str, object]] = [
@@ -220,3 +222,25 @@ def test_parse_field_reads_text_but_keeps_what_is_not_json() -> None:
     assert parse_field('"reboot"') == "reboot"
     assert parse_field({"a": 1}) == {"a": 1}
     assert not isinstance(parse_field("reboot"), str | dict | list)
+
+
+@pytest.mark.parametrize(
+    ("send_status", "state"),
+    [
+        (3, "sent"),
+        ("3", "sent"),
+        (" 5 ", "success"),
+        (9, "code 9"),
+        ("", "undefined"),
+        (None, "undefined"),
+        (True, "undefined"),
+    ],
+)
+def test_a_detail_send_status_is_read_as_a_number_or_as_text(
+    send_status: object, state: str
+) -> None:
+    """The pages write counts as text too ("remain": "3"): send_status "3" is state 3, not undefined."""
+    row = Queued(
+        imei="865820040000155", command=0, op="write", fleet="f", uuid="u", send_status=None
+    )
+    assert state == delivery_from({"send_status": send_status}, row).send_status

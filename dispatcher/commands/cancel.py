@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
+from dispatcher.commands.ledgerarg import LEDGER_HELP, add_platform_args, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -38,12 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="say how many would be cancelled; send nothing"
     )
-    p.add_argument(
-        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
-    )
-    p.add_argument(
-        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
-    )
+    add_platform_args(p)
     p.set_defaults(handler=handle, logs=True)
 
 

@@ -1,8 +1,10 @@
-"""The LEDGER argument and ``--ledger``: a path, or a ``postgresql://`` URL without a password."""
+"""The arguments the commands share: LEDGER and ``--ledger`` (a path, or a ``postgresql://``
+URL without a password), and the platform options of the commands that ask it about a run."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,3 +21,13 @@ def ledger_target(text: str) -> LedgerTarget:
     if is_url(text) and has_password(text):
         raise argparse.ArgumentTypeError(PASSWORD_REFUSED)
     return parse_target(text, where="LEDGER")
+
+
+def add_platform_args(p: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--base-url`` of track, cancel and reconcile: the run knows its platform."""
+    p.add_argument(
+        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
+    )
+    p.add_argument(
+        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
+    )

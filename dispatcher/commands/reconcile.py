@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 
-from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
+from dispatcher.commands.ledgerarg import LEDGER_HELP, add_platform_args, ledger_target
 from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -18,10 +17,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "reconcile",
         help="settle in-doubt rows by asking the platform what it queued",
-        description="For each in-doubt row, look in the platform's history of that device for a command\n"
-        "created since the row was sent, of the same kind, with a uuid the ledger does not know yet.\n"
-        "Found: the row becomes ok with that uuid. Not found: pending (the next run sends it).\n"
-        "`run` does this by itself before resuming.",
+        description="For each in-doubt row, read the platform's whole history of that device since the row\n"
+        "was sent, and compare each command of the same kind with a uuid the ledger does not know yet\n"
+        "with what was sent (its parameters and content, in whatever form the platform gives them).\n"
+        "Exactly one command that agrees: the row becomes ok with its uuid. Nothing of ours in a\n"
+        "history read to its end, and the request old enough: pending (the next run sends it).\n"
+        "Anything else (several candidates, nothing comparable, a history not read to its end)\n"
+        "stays in doubt, with the reason. `run` does this by itself before resuming.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  ONENET_API_KEY=... onenet-dispatch reconcile jobs/ledger.sqlite --run-id zone-a-2026-11-22\n\n"
         "exit codes: 0 nothing left in doubt; 1 some rows could not be settled; 2 invalid input",
@@ -30,12 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--run-id", metavar="ID", help="only this run (default: every run with in-doubt rows)"
     )
-    p.add_argument(
-        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
-    )
-    p.add_argument(
-        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
-    )
+    add_platform_args(p)
     p.set_defaults(handler=handle, logs=True)
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
+from dispatcher.commands.ledgerarg import LEDGER_HELP, add_platform_args, ledger_target
 from dispatcher.errors import InputError
 from dispatcher.exits import (
     EXIT_OK,
     EXIT_SOME_FAILED,
 )
 from dispatcher.onenet.platforms import LEGACY, detail_path
+
+if TYPE_CHECKING:
+    from dispatcher.pgurl import LedgerTarget
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,12 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--concurrency", type=int, metavar="N", help="queries in flight (default: the job's)"
     )
-    p.add_argument(
-        "--config", type=Path, metavar="CONFIG.yaml", help="tool config (auth, timeouts)"
-    )
-    p.add_argument(
-        "--base-url", metavar="URL", help="the platform's API base URL (default: the run's)"
-    )
+    add_platform_args(p)
     p.set_defaults(handler=handle, logs=True)
 
 
@@ -107,7 +105,7 @@ def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_OK if outcome.all_succeeded else EXIT_SOME_FAILED
 
 
-def _only_run(path: Path) -> str:
+def _only_run(path: LedgerTarget) -> str:
     """The run id when the ledger holds exactly one run; InputError naming them otherwise."""
     from dispatcher.ledger import open_existing
 
