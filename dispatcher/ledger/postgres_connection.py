@@ -59,6 +59,9 @@ def translate(exc: psycopg.Error, target: PgUrl) -> LedgerError:
     return LedgerError(f"ledger {target}: {text}")
 
 
+NO_HOLDER = "another process"  # the lock's holder could not be found
+
+
 def lock_key(run_id: str, shard: int | None = None) -> int:
     """The advisory lock key of a run (``shard`` None) or of one shard of it: a signed 64-bit
     hash, the same on every machine and Python version (hash() is salted per process)."""
@@ -163,7 +166,12 @@ class PgConnection:
             )
 
     def close(self) -> None:
-        # Closing the session frees its advisory locks.
+        # Closing the session would free its advisory locks too, but the server ends a
+        # session after the client has gone: a process that opens the run right after
+        # this close could still find it held. Unlocking first is answered only once the
+        # locks are free.
+        if not self._db.closed:
+            self.unlock()
         self._locks.clear()
         self._db.close()
 
@@ -215,7 +223,10 @@ class PgConnection:
         while True:
             if self._value(f"SELECT {function}(%s)", (key,)):
                 return True
-            if not _dead_here(self._holder(key)) or time.monotonic() > deadline:
+            holder = self._holder(key)
+            # No holder left: it let go between the two queries; try again.
+            gone = holder == NO_HOLDER
+            if not (gone or _dead_here(holder)) or time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
 
@@ -230,7 +241,7 @@ class PgConnection:
             ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
         )
         if not row:
-            return "another process"
+            return NO_HOLDER
         name, pid = row[0]
         if name and str(name).startswith("pid "):
             return str(name)
