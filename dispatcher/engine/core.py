@@ -22,13 +22,12 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from dispatcher.clock import Clock, unix_now
 from dispatcher.engine.abort import ramp_rate
 from dispatcher.engine.ahead import take_slot
 from dispatcher.engine.breaker import CircuitBreaker
-from dispatcher.engine.handout import Work, hand_out, ignore
+from dispatcher.engine.handout import Handoff, Work, hand_out, ignore
 from dispatcher.engine.settings import EngineSettings, Rollout, Totals
 from dispatcher.engine.waits import sleep_or_stop
 from dispatcher.errors import (
@@ -139,12 +138,12 @@ class Engine:
 
     async def _run_wave(self, wave: int) -> None:
         """One producer and the worker pool over the devices of ``wave``; returns when all are done."""
+        workers = self._settings.concurrency
+        handoff = Handoff(workers, workers)
         async with anyio.create_task_group() as tg:
-            send, recv = anyio.create_memory_object_stream[Work](self._settings.concurrency)
-            tg.start_soon(self._produce, send, wave)
-            async with recv:
-                for _ in range(self._settings.concurrency):
-                    tg.start_soon(self._work, recv.clone())
+            tg.start_soon(self._produce, handoff, wave)
+            for _ in range(workers):
+                tg.start_soon(self._work, handoff)
 
     async def _between_waves(self, wave: int) -> bool:
         """The pause before ``wave``: a timed wait, or a confirmation. False: stop here."""
@@ -207,53 +206,53 @@ class Engine:
             self.fatal = exc
         self.hard_stop()
 
-    async def _produce(self, send: MemoryObjectSendStream[Work], wave: int) -> None:
+    async def _produce(self, send: Handoff, wave: int) -> None:
         """Stream the wave's devices to the workers, registering them in large batches.
 
         A batch's registration is committed by the writer while the next batch is parsed:
         the producer hands a batch out only after its rows exist, one batch behind.
         """
         rollout = self._rollout
-        async with send:
-            batch: list[DeviceWork] = []
-            behind: tuple[list[DeviceWork], asyncio.Future[Any]] | None = None
-            try:
-                for position, device in enumerate(self._devices()):
-                    if self._stop.is_set() or self._limit_reached():
-                        return
-                    if rollout.waves.wave_of(position, device.device.imei) != wave:
-                        continue
-                    if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
-                        continue
-                    if rollout.imeis is not None and device.device.imei not in rollout.imeis:
-                        continue
-                    if rollout.shard is not None and not rollout.shard.owns(device.device.imei):
-                        continue
-                    if not device.requests:
-                        # settled before this run (the resume's comparison pass found every
-                        # row ok, failed or skipped): nothing to register or send
-                        self.totals.planned_devices += 1
-                        self.totals.already_done += 1
-                        continue
-                    batch.append(device)
-                    if len(batch) >= REGISTER_BATCH:
-                        previous, behind = behind, (batch, self._register(batch))
-                        batch = []
-                        if previous is not None and not await self._hand_out(*previous, send):
-                            return
-                if batch and not self._stop.is_set():
+        batch: list[DeviceWork] = []
+        behind: tuple[list[DeviceWork], asyncio.Future[Any]] | None = None
+        try:
+            for position, device in enumerate(self._devices()):
+                if self._stop.is_set() or self._limit_reached():
+                    return
+                if rollout.waves.wave_of(position, device.device.imei) != wave:
+                    continue
+                if rollout.fleets is not None and device.device.fleet not in rollout.fleets:
+                    continue
+                if rollout.imeis is not None and device.device.imei not in rollout.imeis:
+                    continue
+                if rollout.shard is not None and not rollout.shard.owns(device.device.imei):
+                    continue
+                if not device.requests:
+                    # settled before this run (the resume's comparison pass found every
+                    # row ok, failed or skipped): nothing to register or send
+                    self.totals.planned_devices += 1
+                    self.totals.already_done += 1
+                    continue
+                batch.append(device)
+                if len(batch) >= REGISTER_BATCH:
                     previous, behind = behind, (batch, self._register(batch))
+                    batch = []
                     if previous is not None and not await self._hand_out(*previous, send):
                         return
-                if behind is not None and not self._stop.is_set():
-                    await self._hand_out(*behind, send)
-                    behind = None
-            except LedgerError as exc:
-                self._fail(exc)
-            finally:
-                if behind is not None:
-                    # not handed out: its rows stay pending; its outcome is not wanted
-                    behind[1].add_done_callback(ignore)
+            if batch and not self._stop.is_set():
+                previous, behind = behind, (batch, self._register(batch))
+                if previous is not None and not await self._hand_out(*previous, send):
+                    return
+            if behind is not None and not self._stop.is_set():
+                await self._hand_out(*behind, send)
+                behind = None
+        except LedgerError as exc:
+            self._fail(exc)
+        finally:
+            if behind is not None:
+                # not handed out: its rows stay pending; its outcome is not wanted
+                behind[1].add_done_callback(ignore)
+            await send.close()
 
     def _register(self, batch: list[DeviceWork]) -> asyncio.Future[Any]:
         return self._writer.register_soon(
@@ -268,7 +267,7 @@ class Engine:
         self,
         batch: list[DeviceWork],
         registered: asyncio.Future[Any],
-        send: MemoryObjectSendStream[Work],
+        send: Handoff,
     ) -> bool:
         try:
             return await hand_out(
@@ -283,9 +282,9 @@ class Engine:
             self._fail(exc)
             return False
 
-    async def _work(self, recv: MemoryObjectReceiveStream[Work]) -> None:
-        async with recv:
-            async for work in recv:
+    async def _work(self, handoff: Handoff) -> None:
+        try:
+            while (work := await handoff.get()) is not None:
                 if self._stop.is_set():
                     return
                 try:
@@ -293,6 +292,8 @@ class Engine:
                 except LedgerError as exc:
                     self._fail(exc)
                     return
+        finally:
+            handoff.leave()
 
     async def _device(self, work: Work) -> None:
         requests = work.device.requests

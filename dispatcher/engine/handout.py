@@ -8,9 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-from anyio.streams.memory import MemoryObjectSendStream
-
 from dispatcher.engine.settings import Totals
 from dispatcher.ledger import Status
 from dispatcher.plan import DeviceWork
@@ -20,6 +17,51 @@ from dispatcher.plan import DeviceWork
 class Work:
     device: DeviceWork
     start: int  # index of the first command still to send
+
+
+class Handoff:
+    """The producer's channel to the workers: a bounded asyncio queue.
+
+    The hot loop hands every device through it, so it is a plain asyncio queue (an anyio
+    memory stream costs a checkpoint and a cancel-scope check on each side); the run's
+    task group still owns the tasks and their cancellation. The end of the stream is one
+    ``None`` that each worker passes on; once every worker has left, the producer is told
+    no one listens (what a memory stream's BrokenResourceError said).
+    """
+
+    def __init__(self, size: int, workers: int) -> None:
+        self._queue: asyncio.Queue[Work | None] = asyncio.Queue(size)
+        self._workers = workers
+
+    async def put(self, work: Work) -> bool:
+        """False when every worker has left: the device was not handed out."""
+        if self._workers == 0:
+            return False
+        await self._queue.put(work)
+        return self._workers > 0
+
+    async def close(self) -> None:
+        if self._workers == 0:
+            return
+        if self._queue.full():
+            await self._queue.put(None)
+        else:
+            self._queue.put_nowait(None)
+
+    async def get(self) -> Work | None:
+        """The next device, or None at the end of the wave."""
+        work = await self._queue.get()
+        if work is None:
+            self._queue.put_nowait(None)  # the slot it held: the next worker sees the end too
+        return work
+
+    def leave(self) -> None:
+        """A worker is done. The last one empties the queue, so a producer waiting for room
+        goes on and learns that no one listens."""
+        self._workers -= 1
+        if self._workers == 0:
+            while not self._queue.empty():
+                self._queue.get_nowait()
 
 
 def ignore(future: asyncio.Future[Any]) -> None:
@@ -44,7 +86,7 @@ def first_to_send(statuses: list[Status], resend_in_doubt: bool) -> int | None:
 async def hand_out(
     batch: list[DeviceWork],
     registered: asyncio.Future[Any],
-    send: MemoryObjectSendStream[Work],
+    send: Handoff,
     totals: Totals,
     resend_in_doubt: bool,
     limit_reached: Callable[[], bool],
@@ -67,8 +109,6 @@ async def hand_out(
         if limit_reached():
             return False
         totals.started_devices += 1
-        try:
-            await send.send(Work(work, start))
-        except anyio.BrokenResourceError:
+        if not await send.put(Work(work, start)):
             return False  # every worker has stopped
     return True
