@@ -29,7 +29,8 @@ from typing import Any
 
 import structlog
 
-from dispatcher.evidence import Judgement, Verdict, count, judge
+from dispatcher.answerforms import answer_time, count, uuid_key, uuid_text
+from dispatcher.evidence import Judgement, Verdict, judge
 from dispatcher.ledger import InDoubt, LedgerStore, Status
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import HISTORY, detail_path
@@ -68,18 +69,14 @@ class Listed:
     created: datetime | None  # None when the create_time does not parse
     create_time: str | None
 
+    @property
+    def key(self) -> str | None:
+        """The uuid as compared (``answerforms.uuid_key``): case, dashes and spaces aside."""
+        return uuid_key(self.uuid)
+
 
 class _Undecided(Exception):
     pass
-
-
-def answer_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=PLATFORM_TZ)
-    except ValueError:
-        return None
 
 
 def kind_matches(item_type: object, op: str) -> bool:
@@ -112,7 +109,8 @@ async def reconcile_run(
             devices.setdefault(row.imei, []).append(row)
     if not devices:
         return report
-    known = ledger.known_uuids()
+    # Compared by key: the send's answer and the history may write one uuid differently.
+    known = {key for key in map(uuid_key, ledger.known_uuids()) if key is not None}
     device = _Device(ledger, run_id, platform, limiter, known, report)
     for imei, rows in devices.items():
         sent = {
@@ -181,7 +179,7 @@ class _Device:
                 for item in listed
                 if (item.created is None or item.created >= start)
                 and kind_matches(item.type, row.op)
-                and (item.uuid is None or item.uuid not in self.known)
+                and (item.uuid is None or item.key not in self.known)
             ]
             agree: list[str] = []
             unsure: list[tuple[str, str]] = []  # (uuid, why it cannot be ruled out)
@@ -204,7 +202,7 @@ class _Device:
             item
             for item in listed
             if item.uuid is not None
-            and item.uuid not in self.known
+            and item.key not in self.known
             and (item.created is None or item.created >= since)
             and ruled_out.get(item.uuid, 0) == matched_kind.get(item.uuid, 0)
         ]
@@ -226,7 +224,7 @@ class _Device:
     ) -> None:
         if len(agree) == 1 and not unsure:
             uuid = agree[0]
-            self.known.add(uuid)
+            self.known.add(uuid_key(uuid) or uuid)
             self.ledger.settle(
                 self.run_id, row, Status.OK, uuid, "reconciled: found on the platform"
             )
@@ -288,10 +286,14 @@ class _Device:
         return judge(detail, request)
 
     async def _history(self, imei: str, since: datetime) -> list[Listed]:
-        """Every command listed since ``since``, or _Undecided when the end was not reached."""
-        listed: dict[str, Listed] = {}
+        """Every command listed since ``since``, or _Undecided when the end was not reached.
+
+        The pages do not say how a server pages: a page that lists nothing new (a server
+        that ignores ``page``) or a count that the pages never reach leaves the history
+        unread to its end, never "read" on what was seen twice.
+        """
+        listed: dict[str, Listed] = {}  # by uuid key
         anonymous: list[Listed] = []
-        seen = 0
         for page in range(1, MAX_PAGES + 1):
             await self.limiter.acquire()
             data = await self.platform.ask(
@@ -300,23 +302,30 @@ class _Device:
             )
             if isinstance(data, Outcome):
                 raise _Undecided(f"history not available ({data.error})")
+            total = count(data.get("total_count"))
             items = data.get("items")
+            if items is None and total == 0:
+                items = []  # "nothing listed" said by the count alone: items left out, or null
             if not isinstance(items, list):
                 raise _Undecided("history answer without a list of items")
-            total = count(data.get("total_count"))
+            new = 0
             for item in items:
                 entry = _listed(item)
-                if entry.uuid is None:
+                if entry.key is None:
                     anonymous.append(entry)
-                else:
-                    listed.setdefault(entry.uuid, entry)
-            seen += len(items)
+                    new += 1
+                elif entry.key not in listed:
+                    listed[entry.key] = entry
+                    new += 1
+            seen = len(listed) + len(anonymous)
             if not items:
                 if total is not None and seen < total:
                     raise _Undecided(
                         f"history ended after {seen} of the {total} commands it counts"
                     )
                 break
+            if new == 0:
+                raise _Undecided(f"history page {page} lists only commands of earlier pages")
             if total is not None and seen >= total:
                 break
         else:
@@ -327,12 +336,14 @@ class _Device:
 def _listed(item: object) -> Listed:
     if not isinstance(item, dict):
         return Listed(None, None, None, None)
-    uuid = item.get("cmd_uuid")
-    uuid = uuid.strip() if isinstance(uuid, str) and uuid.strip() else None
+    # cmd_uuid is the pages' name; a server writing the send answer's "uuid" names the same.
+    uuid = uuid_text(item.get("cmd_uuid")) or uuid_text(item.get("uuid"))
+    if uuid_key(uuid) is None:
+        uuid = None  # only noise ("-"): nothing to ask a detail for
     create_time = item.get("create_time")
     return Listed(
         uuid,
         item.get("type"),
         answer_time(create_time),
-        create_time if isinstance(create_time, str) else None,
+        None if create_time is None or create_time == "" else str(create_time),
     )

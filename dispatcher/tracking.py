@@ -19,8 +19,9 @@ from typing import Any
 import anyio
 import structlog
 
+from dispatcher.answerforms import SEND_STATUS as SEND_STATUS
+from dispatcher.answerforms import send_state
 from dispatcher.clock import unix_now
-from dispatcher.evidence import count
 from dispatcher.ledger import Delivered, LedgerStore, Queued
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import cancel_path, detail_path
@@ -29,25 +30,29 @@ from dispatcher.outcome import Outcome
 
 log = structlog.get_logger("dispatcher.tracking")
 
-# send_status codes of the contract
-SEND_STATUS = {
-    1: "waiting",
-    2: "cancelled",
-    3: "sent",
-    4: "expired",
-    5: "success",
-    6: "failed",
-    7: "timeout",
-    8: "undefined",
-}
 FINAL = frozenset({"success", "failed", "expired", "cancelled", "timeout"})
 FLUSH_EVERY = 200  # delivery states written to the ledger per transaction
 
 
+def status_field(detail: dict[str, Any]) -> object:
+    """The detail's ``send_status``; ``status`` where a server names it so; None if neither."""
+    value = detail.get("send_status")
+    if value is None or value == "":
+        value = detail.get("status")
+    return None if value == "" else value
+
+
 def delivery_from(detail: dict[str, Any], row: Queued) -> Delivered:
-    """A detail answer as the ledger records it; what the contract leaves open is kept as text."""
-    code = count(detail.get("send_status"))  # a number, or the same number as text
-    state = "undefined" if code is None else SEND_STATUS.get(code, f"code {code}")
+    """A detail answer as the ledger records it; what the contract leaves open is kept as text.
+
+    ``send_status`` is read as a code (``5``, ``"5"``) or a name (``"SUCCESS"``); a name
+    we do not know is kept as ``unknown (NAME)``, never guessed into a final state.
+    """
+    raw = status_field(detail)
+    state = send_state(raw)
+    if state is None:
+        text = raw.strip()[:32] if isinstance(raw, str) else ""
+        state = f"unknown ({text})" if text else "undefined"
     result = detail.get("cmd_result")
     if result is not None and not isinstance(result, str):
         result = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
@@ -135,10 +140,12 @@ async def track_pass(
     async def ask(row: Queued) -> Delivered | None:
         report.asked += 1
         detail = await platform.ask(detail_path(row.uuid), [("imei", row.imei)])
-        if isinstance(detail, Outcome):
+        if isinstance(detail, Outcome) or status_field(detail) is None:
+            # An answer without a send_status says nothing: the state known so far is kept.
             report.unanswered += 1
+            why = detail.error if isinstance(detail, Outcome) else "detail without a send_status"
             if len(report.notes) < 50:
-                report.notes.append(f"{row.imei} command {row.command}: {detail.error}")
+                report.notes.append(f"{row.imei} command {row.command}: {why}")
             return None
         delivered = delivery_from(detail, row)
         report.states[delivered.send_status] += 1
@@ -210,7 +217,7 @@ async def cancel_pass(
         # Refused: the errno for "no longer waiting" is not documented, so look.
         await limiter.acquire()
         detail = await platform.ask(detail_path(row.uuid), [("imei", row.imei)])
-        if isinstance(detail, Outcome):
+        if isinstance(detail, Outcome) or status_field(detail) is None:
             report.unanswered += 1
             return None
         delivered = delivery_from(detail, row)

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from dispatcher.evidence import Verdict, judge, parse_field, same_value
+from dispatcher.evidence import Verdict, compare, judge, parse_field, same_value
 from dispatcher.ledger import Queued
 from dispatcher.plan import Request
 from dispatcher.tracking import delivery_from
@@ -193,22 +193,67 @@ def test_the_detail_names_the_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "equal"),
+    ("theirs", "ours", "equal"),
     [
         ("1", 1, True),
         (1, 1.0, True),
         (" 2.50", 2.5, True),
         ("1e3", 1000, True),
-        (True, 1, False),
-        ("true", True, False),
+        (2, 1, False),
         ("on", "on", True),
         ("on", "On", False),
         (None, None, True),
         ("", 0, False),
+        # a boolean: its JSON text is the same value; 1/0 may be it rewritten, or a number
+        ("true", True, True),
+        ("FALSE", False, True),
+        (True, "true", True),
+        ("false", True, False),
+        (1, True, None),
+        ("0", False, None),
+        (0, True, False),
+        (True, 1, None),
+        (7, True, False),
+        ("yes", True, None),
+        # numbers equal to a float's (or a float32's) precision cannot be told apart
+        (0.10000000149011612, 0.1, None),
+        (1.2345678901234567e19, 12345678901234567890, None),
+        (0.2, 0.1, False),
+        ("100", 101, False),
+        # white space a server may have trimmed
+        ("on ", "on", None),
+        # null where we sent a value: nothing said
+        (None, 5, None),
     ],
 )
-def test_numbers_and_numeric_strings_compare_equal(a: object, b: object, equal: bool) -> None:
-    assert same_value(a, b) is equal
+def test_a_value_compares_in_every_form_the_platform_may_write_it(
+    theirs: object, ours: object, equal: bool | None
+) -> None:
+    """True: the same value rewritten; False: another value; None: cannot tell (no evidence)."""
+    assert compare(theirs, ours) is equal
+    assert same_value(theirs, ours) is (equal is True)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours", "kind", "equal"),
+    [
+        ("0a1b", "0A1B", 1, True),
+        ("0a1c", "0A1B", 1, False),
+        ("Chs=", "0A1B", 1, None),  # not hex: base64 perhaps, cannot be compared
+        (1700000000, 1700000000, 2, True),
+        ("1700000000", 1700000000, 2, True),
+        (1700000000000, 1700000000, 2, True),  # milliseconds
+        ("2023-11-15 06:13:20", 1700000000, 2, True),  # a written date, UTC+8
+        ("2023-11-14T22:13:20Z", 1700000000, 2, True),
+        ("2023-11-15 07:13:20", 1700000000, 2, None),  # may be another zone: not a difference
+        (1700000001, 1700000000, 2, False),
+        ("soon", 1700000000, 2, None),
+    ],
+)
+def test_opaque_and_time_values_compare_in_their_forms(
+    theirs: object, ours: object, kind: int, equal: bool | None
+) -> None:
+    assert compare(theirs, ours, kind=kind) is equal
 
 
 def test_opaque_hex_compares_without_case_only_when_opaque() -> None:

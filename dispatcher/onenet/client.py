@@ -27,6 +27,7 @@ import aiohttp
 from yarl import URL
 
 from dispatcher import __version__
+from dispatcher.answerforms import count, uuid_text
 from dispatcher.config import HttpConfig
 from dispatcher.onenet.auth import Authenticator
 from dispatcher.onenet.errnos import classify_errno, refuses_credentials
@@ -50,6 +51,7 @@ class _Reply:
     raw: bytes | None  # None: larger than MAX_ANSWER_BYTES, or cut short
     retry_after: float | None
     cut: str | None  # why the body could not be read to its end
+    charset: str | None = None  # as the Content-Type declares it
 
 
 @dataclass(slots=True)
@@ -153,7 +155,9 @@ class OneNetClient:
         reply = await self._exchange(method, url, body)
         if isinstance(reply, Outcome):
             return reply
-        return self._note(_classify(reply.status, reply.raw, reply.retry_after, reply.cut))
+        return self._note(
+            _classify(reply.status, reply.raw, reply.retry_after, reply.cut, reply.charset)
+        )
 
     def _note(self, outcome: Outcome) -> Outcome:
         if outcome.kind is Kind.OK:
@@ -186,7 +190,7 @@ class OneNetClient:
         reply = await self._exchange(method, build_url(self._root, path, pairs), None)
         if isinstance(reply, Outcome):
             return reply
-        answer = _json(reply.raw)
+        answer = _json(reply.raw, reply.charset)
         envelope = _envelope(answer) if answer is not None else None
         if envelope is not None and envelope[0] != 0:
             number, text = envelope
@@ -209,7 +213,7 @@ class OneNetClient:
                 )
             )
         self._accepted = True
-        data = answer.get("data")
+        data = _data(answer)
         return data if isinstance(data, dict) else {}
 
     async def _exchange(self, method: str, url: str, body: bytes | None) -> _Reply | Outcome:
@@ -237,7 +241,7 @@ class OneNetClient:
                     raw = await _read_capped(resp)
                 except (TimeoutError, aiohttp.ClientError) as exc:
                     return _Reply(status, None, retry_after, f"answer cut short: {self._text(exc)}")
-                return _Reply(status, raw, retry_after, None)
+                return _Reply(status, raw, retry_after, None, resp.charset)
         except _SecondAttempt:
             kind = Kind.IN_DOUBT if attempt.headers_sent else Kind.RETRY
             return Outcome(kind, error="connection dropped before an answer")
@@ -295,14 +299,18 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _classify(
-    status: int, raw: bytes | None, retry_after: float | None, cut: str | None
+    status: int,
+    raw: bytes | None,
+    retry_after: float | None,
+    cut: str | None,
+    charset: str | None = None,
 ) -> Outcome:
     """An HTTP answer as an outcome; see ``outcome`` for what each class promises."""
     if status in (429, 503):
         return Outcome(
             Kind.RETRY, error=f"HTTP {status}", http_status=status, retry_after=retry_after
         )
-    answer = _json(raw)
+    answer = _json(raw, charset)
     envelope = _envelope(answer) if answer is not None else None
     errno = envelope[0] if envelope is not None else None
     if envelope is not None and envelope[0] != 0:
@@ -322,9 +330,10 @@ def _classify(
             )
         if answer is None:
             return Outcome(Kind.IN_DOUBT, error="answer is not a JSON object", http_status=status)
-        data = answer.get("data")
-        uuid = data.get("uuid") if isinstance(data, dict) else None
-        if errno == 0 and isinstance(uuid, str) and uuid:
+        data = _data(answer)
+        # The pages' own example uuid (in a history) carries a trailing space: stored stripped.
+        uuid = uuid_text(data.get("uuid")) if isinstance(data, dict) else None
+        if errno == 0 and uuid is not None:
             return Outcome(
                 Kind.OK,
                 uuid=uuid,
@@ -341,7 +350,20 @@ def _classify(
 
 
 def _number(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """An errno or code: a JSON number, or the same number as text ("0", " 15")."""
+    return count(value)
+
+
+def _data(answer: dict[str, Any]) -> object:
+    """The answer's ``data``: an object, or the same object written as JSON text."""
+    data = answer.get("data")
+    if isinstance(data, str):
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return data
+        return parsed if isinstance(parsed, dict) else data
+    return data
 
 
 def _envelope(answer: dict[str, Any]) -> tuple[int, str] | None:
@@ -368,11 +390,34 @@ def _envelope(answer: dict[str, Any]) -> tuple[int, str] | None:
     return code, text
 
 
-def _json(raw: bytes | None) -> dict[str, Any] | None:
+def _json(raw: bytes | None, charset: str | None = None) -> dict[str, Any] | None:
+    """The answer as a JSON object, whatever its text encoding; None when it is none.
+
+    UTF-8 (with or without a byte order mark) unless the Content-Type names another
+    charset (GBK for Chinese error texts); a body that is not UTF-8 and names none is
+    read as GB18030 (a superset of GBK and ASCII). The envelope itself is ASCII, so the
+    encoding only ever changes the ``error`` text.
+    """
     if not raw:
         return None
+    text = _decode(raw, charset)
+    if text is None:
+        return None
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(text.lstrip("\ufeff").strip())
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _decode(raw: bytes, charset: str | None) -> str | None:
+    codecs = [charset] if charset else []
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        codecs.append("utf-16")  # its byte order mark says so
+    codecs += ["utf-8-sig", "gb18030"]
+    for codec in codecs:
+        try:
+            return raw.decode(codec)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return None

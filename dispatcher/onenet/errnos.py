@@ -11,6 +11,17 @@ from __future__ import annotations
 from dispatcher.outcome import Kind, Outcome
 
 _PERMANENT = {2, 3, 4, 5, 6, 8, 10, 13, 14, 2001, 5006}
+# The words the classifier looks for, in English and as the platform's Chinese pages
+# write them: an error text in Chinese must not turn "auth failed" into a device's failure.
+_AUTH = ("auth", "鉴权", "认证", "授权")
+_INTERNAL = ("internal", "内部")
+_TRANSIENT_5106 = ("time_out", "timeout", "offline", "超时", "离线", "不在线")
+
+
+def _says(text: str, words: tuple[str, ...]) -> bool:
+    return any(word in text for word in words)
+
+
 TRANSIENT = {7, 17, 5117}
 RATE_LIMITED = 15
 
@@ -27,13 +38,9 @@ def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
         kind, slow = Kind.RETRY, True
     elif errno == 1:
         # "auth failed" (NB table) is permanent; "internal server error" (generic table) is not.
-        kind = Kind.RETRY if "internal" in text and "auth" not in text else Kind.FAILED
+        kind = Kind.RETRY if _says(text, _INTERNAL) and not _says(text, _AUTH) else Kind.FAILED
     elif errno == 5106:
-        kind = (
-            Kind.RETRY
-            if ("time_out" in text or "timeout" in text or "offline" in text)
-            else Kind.FAILED
-        )
+        kind = Kind.RETRY if _says(text, _TRANSIENT_5106) else Kind.FAILED
     elif errno == 5108:
         kind, cap = Kind.RETRY, 2  # "retry once, then permanent"
     elif errno in _PERMANENT:
@@ -52,7 +59,7 @@ def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
 def auth_refusal(errno: int, text: str) -> bool:
     """Does this answer refuse our credentials (not one device)? errno 2 "api-key
     required", or errno 1/3 whose text says auth (the tables give both numbers)."""
-    return errno == 2 or (errno in (1, 3) and "auth" in text.lower())
+    return errno == 2 or (errno in (1, 3) and _says(text.lower(), _AUTH))
 
 
 def refuses_credentials(outcome: Outcome) -> bool:
