@@ -14,6 +14,7 @@ was written) instead of being resent behind our back.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -393,31 +394,22 @@ def _envelope(answer: dict[str, Any]) -> tuple[int, str] | None:
 def _json(raw: bytes | None, charset: str | None = None) -> dict[str, Any] | None:
     """The answer as a JSON object, whatever its text encoding; None when it is none.
 
-    UTF-8 (with or without a byte order mark) unless the Content-Type names another
-    charset (GBK for Chinese error texts); a body that is not UTF-8 and names none is
-    read as GB18030 (a superset of GBK and ASCII). The envelope itself is ASCII, so the
-    encoding only ever changes the ``error`` text.
+    A byte order mark is dropped; the text is read in the charset the Content-Type
+    names (GBK for Chinese error texts), else UTF-8, else GB18030 (a superset of GBK
+    and ASCII): the first reading that is a JSON object wins. The envelope itself is
+    ASCII, so the encoding only ever changes the ``error`` text.
     """
     if not raw:
         return None
-    text = _decode(raw, charset)
-    if text is None:
-        return None
-    try:
-        value = json.loads(text.lstrip("\ufeff").strip())
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _decode(raw: bytes, charset: str | None) -> str | None:
-    codecs = [charset] if charset else []
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        codecs.append("utf-16")  # its byte order mark says so
-    codecs += ["utf-8-sig", "gb18030"]
-    for codec in codecs:
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    encodings = [charset] if charset else []
+    if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        encodings.append("utf-16")
+    for encoding in [*encodings, "utf-8", "gb18030"]:
         try:
-            return raw.decode(codec)
-        except (LookupError, UnicodeDecodeError):
+            value = json.loads(raw.decode(encoding))
+        except (LookupError, UnicodeDecodeError, ValueError):
             continue
+        return value if isinstance(value, dict) else None
     return None

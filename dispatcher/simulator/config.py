@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from dispatcher.simulator import errnos
+from dispatcher.simulator.forms import ANSWER_FORMS
 
 Clock = Callable[[], float]
 """Returns the simulator's "now" as unix seconds."""
@@ -128,6 +129,11 @@ class SimulatorConfig:
         type_case: "upper" ("READ", the page's example) or "lower".
         page_quirks: what the page's own examples show: `cmd_uuid` with a trailing
             space, `remain` and `total_count` as strings.
+        answer_forms: other forms a faithful server may write its answers in, any of
+            ANSWER_FORMS together (forms.py): errno as text, a byte order mark, GBK,
+            `data` as JSON text, uuids in capitals or without dashes, times with a T
+            or as epoch milliseconds, send_status names, a write's values as text, no
+            total_count.
     Other applications:
         foreign_rate: share of cached write/read/execute requests (queued, lost or
             refused alike, once the query is valid) right after which another
@@ -190,6 +196,7 @@ class SimulatorConfig:
     detail_form: DetailForm = "text"
     type_case: TypeCase = "upper"
     page_quirks: bool = False
+    answer_forms: frozenset[str] = frozenset()
     foreign_rate: float = 0.0
 
     def __post_init__(self) -> None:
@@ -223,6 +230,11 @@ class SimulatorConfig:
             raise ValueError("retry_after must be a whole number of seconds >= 0, or None")
         if self.detail_form not in DETAIL_FORMS:
             raise ValueError(f"detail_form must be one of {', '.join(DETAIL_FORMS)}")
+        unknown = set(self.answer_forms) - set(ANSWER_FORMS)
+        if unknown:
+            raise ValueError(
+                f"answer_forms must be among {', '.join(ANSWER_FORMS)}; not {', '.join(sorted(unknown))}"
+            )
         if self.type_case not in TYPE_CASES:
             raise ValueError(f"type_case must be one of {', '.join(TYPE_CASES)}")
         if self.garble not in GARBLES:
@@ -271,7 +283,7 @@ class SimulatorConfig:
             value = getattr(self, f.name)
             if f.name in ("api_key", "access_key"):
                 value = None if value is None else _REDACTED
-            elif f.name in ("fail_imeis", "foreign_imeis", "offline_imeis"):
+            elif f.name in ("fail_imeis", "foreign_imeis", "offline_imeis", "answer_forms"):
                 value = sorted(value)
             elif f.name == "confirm_fail_statuses":
                 value = list(value)
@@ -319,6 +331,8 @@ def _coerce(key: str, value: Any) -> Any:
         return value
     if key in ("fail_imeis", "foreign_imeis", "offline_imeis"):
         return set(_expect_strings(key, value))
+    if key == "answer_forms":
+        return frozenset(_expect_strings(key, value))
     if key == "confirm_fail_statuses":
         return tuple(_expect_strings(key, value))
     if key in ("cancel_only_before_valid_time", "delivery", "page_quirks"):

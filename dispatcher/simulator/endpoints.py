@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from dispatcher.simulator import errnos, history, rules
+from dispatcher.simulator import errnos, forms, history, rules
 from dispatcher.simulator.auth import check_auth
 from dispatcher.simulator.config import Envelope, Garble, Platform, SimulatorConfig
 from dispatcher.simulator.errnos import Rejection, invalid
@@ -175,7 +175,7 @@ async def _answer(
 ) -> web.StreamResponse:
     """The answer as the platform writes it, or garbled the way the `garble` knob says."""
     if outcome.garble is None:
-        return web.json_response(outcome.body(config.envelope))
+        return forms.response(outcome.body(config.envelope), frozenset(config.answer_forms))
     if outcome.garble == "not_json":
         # A JSON text cut off inside the uuid, as a proxy that gave up mid-answer leaves it.
         text = json.dumps(outcome.body(config.envelope), separators=(",", ":"))

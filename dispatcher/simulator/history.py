@@ -21,7 +21,9 @@ chooses, and the dispatcher must not depend on the choice:
   `feedback_time` stays None and `feedback_msg` empty (nothing is pushed);
 - `remain` is the command's `retry` (simulated devices answer the first time);
 - `per_page` defaults to 10 and may be 1..100; `sort` defaults to DESC;
-- a cancel of a command that is not waiting answers errno 6.
+- a cancel of a command that is not waiting answers errno 6;
+- `answer_forms` (forms.py) writes times, uuids, `send_status`, a write's values and
+  the page's count in the other forms a faithful server may choose.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dispatcher.simulator import forms
 from dispatcher.simulator.config import SimulatorConfig
 from dispatcher.simulator.errnos import Rejection, invalid
 from dispatcher.simulator.rules import DEFAULTS, check_params, parse_int
 from dispatcher.simulator.state import CONFIRMED, SUCCESS, CommandRecord
-from dispatcher.simulator.times import format_answer_time, parse_query_time
+from dispatcher.simulator.times import parse_query_time
 
 HISTORY_PARAMS = frozenset({"imei", "start", "end", "page", "per_page", "sort"})
 BY_UUID_PARAMS = frozenset({"imei"})
@@ -98,23 +101,28 @@ def history_page(
     first = (query.page - 1) * query.per_page
     page = chosen[first : first + query.per_page]
     total: int | str = str(len(chosen)) if config.page_quirks else len(chosen)
-    return {"total_count": total, "items": [history_item(c, config) for c in page]}
+    items = [history_item(c, config) for c in page]
+    if "no_total" in config.answer_forms:
+        return {"items": items}
+    return {"total_count": total, "items": items}
 
 
 def history_item(command: CommandRecord, config: SimulatorConfig) -> dict[str, Any]:
     confirmed = command.send_status in CONFIRMED
     kind = _TYPES[command.op]
     remain = command.int_param("retry", DEFAULTS["retry"])
+    shown = frozenset(config.answer_forms)
+    uuid = forms.uuid_form(command.uuid, shown)
     return {
-        "cmd_uuid": command.uuid + " " if config.page_quirks else command.uuid,
+        "cmd_uuid": uuid + " " if config.page_quirks else uuid,
         "type": kind.lower() if config.type_case == "lower" else kind,
-        "create_time": format_answer_time(command.received_at),
-        "valid_time": format_answer_time(command.valid_at),
-        "expired_time": format_answer_time(command.expires_at),
-        "send_time": _time(command.sent_at),
+        "create_time": forms.answer_time(command.received_at, shown),
+        "valid_time": forms.answer_time(command.valid_at, shown),
+        "expired_time": forms.answer_time(command.expires_at, shown),
+        "send_time": _time(command.sent_at, shown),
         "trigger_msg": command.int_param("trigger_msg", DEFAULTS["trigger_msg"]),
-        "send_status": command.send_status,
-        "confirm_time": _time(command.confirmed_at) if confirmed else None,
+        "send_status": forms.send_status(command.send_status, shown),
+        "confirm_time": _time(command.confirmed_at, shown) if confirmed else None,
         "confirm_status": command.confirm_status if confirmed else None,
         "feedback_time": None,
         "imei": command.imei,
@@ -135,14 +143,16 @@ def detail(command: CommandRecord, config: SimulatorConfig) -> dict[str, Any]:
         content = _pairs(command) if form == "pairs" else _object(content)
     elif form == "unparseable":
         args, content = _unparseable(args), _unparseable(content)
+    if "text_values" in config.answer_forms and command.op == "write" and form != "unparseable":
+        content = forms.text_values(content)
     item.update(args=args, content=content, feedback_msg=[])
     if command.op == "read" and command.send_status == SUCCESS:
         item["cmd_result"] = command.cmd_result
     return item
 
 
-def _time(unix: float | None) -> str | None:
-    return None if unix is None else format_answer_time(unix)
+def _time(unix: float | None, shown: frozenset[str]) -> str | int | None:
+    return None if unix is None else forms.answer_time(unix, shown)
 
 
 def _content(command: CommandRecord) -> str | None:

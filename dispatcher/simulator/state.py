@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from dispatcher.simulator.forms import uuid_key
 from dispatcher.simulator.rules import DEFAULTS, Op, parse_int
 from dispatcher.simulator.times import parse_query_time
 
@@ -253,14 +254,14 @@ class Record:
             request.seq, uuid, op, imei, raw_query, raw_body, request.received_at, foreign=foreign
         )
         self.commands.append(command)
-        self._by_uuid[uuid] = command
+        self._by_uuid[uuid_key(uuid)] = command
         self._by_imei.setdefault(imei, []).append(command)
         self._live[imei] += 1
         return command
 
     def find(self, uuid: str, imei: str) -> CommandRecord | None:
-        """The command, if it exists and belongs to that device."""
-        command = self._by_uuid.get(uuid)
+        """The command, if it exists and belongs to that device (its uuid in any form)."""
+        command = self._by_uuid.get(uuid_key(uuid))
         return command if command is not None and command.imei == imei else None
 
     def of_device(self, imei: str) -> list[CommandRecord]:
