@@ -29,6 +29,7 @@ from dispatcher.simulator import Simulator, SimulatorConfig, running_simulator
 from dispatcher.simulator.forms import ANSWER_FORMS
 from tests.helpers import API_KEY, imei, simulator, write_job
 from tests.test_client import live, write_request
+from tests.test_reconcile_evidence import JOBS, age_in_doubt_rows, queue_writes
 
 ENVELOPE_FORMS = ("errno_text", "bom", "gbk", "data_text")
 HISTORY_FORMS = (
@@ -40,7 +41,9 @@ HISTORY_FORMS = (
     "no_total",
     "status_names",
 )
-EVERY = ",".join(ANSWER_FORMS)
+# Every form at once, but a history that does not page (its own test, below).
+EVERY = ",".join(f for f in ANSWER_FORMS if f != "page_ignored")
+JOBS_WRITE = JOBS["write"]
 DEVICES = 3
 # A boolean and a float beside the per-device text: "true" and "60.5" must read as ours.
 WRITE = (
@@ -220,3 +223,35 @@ def test_track_records_the_same_states_whatever_the_form(
     assert 2 * DEVICES == len(exported)
     assert {"success"} == {r["send_status"] for r in exported}
     assert all(r["confirm_time"] for r in exported)
+
+
+@pytest.mark.usefixtures("_key")
+def test_a_history_that_does_not_page_is_not_taken_as_read_to_its_end(tmp_path: Path) -> None:
+    """A server answering page 1 to every page: ours (on page 2) is never seen, so the row
+    stays in doubt, never "not queued" (which would send the device a second command)."""
+    job = write_job(tmp_path, 1, commands=JOBS_WRITE)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(answer_forms=forms("page_ignored")) as sim:
+        queue_writes(sim, imei(0), 10)  # another application's ten, listed before ours
+        sim.config.drop_after_queue_rate = 1.0
+        assert 1 == run(job, sim, ledger)
+        sim.config.drop_after_queue_rate = 0.0
+        age_in_doubt_rows(ledger)
+        assert 1 == run(job, sim, ledger)
+        assert 11 == len(sim.commands)
+        status, _ = rows(ledger)[imei(0), 0]
+        assert "in_doubt" == status
+        assert "lists only commands of earlier pages" in error_of(ledger)
+        sim.config.answer_forms = frozenset()  # a server that pages: found
+        assert 0 == run(job, sim, ledger)
+        assert 11 == len(sim.commands)
+        assert "ok" == rows(ledger)[imei(0), 0][0]
+
+
+def error_of(ledger: Path) -> str:
+    db = sqlite3.connect(ledger)
+    try:
+        (error,) = db.execute("SELECT error FROM items").fetchone()
+    finally:
+        db.close()
+    return str(error)

@@ -289,3 +289,99 @@ def test_a_detail_send_status_is_read_as_a_number_or_as_text(
         imei="865820040000155", command=0, op="write", fleet="f", uuid="u", send_status=None
     )
     assert state == delivery_from({"send_status": send_status}, row).send_status
+
+
+# A write of a boolean, a float, an opaque and a Time value: the values a server is most
+# likely to rewrite.
+TYPED_DATA: list[dict[str, object]] = [
+    {"res_id": 5850, "val": True},
+    {"res_id": 5700, "val": 60.5},
+    {"res_id": 5750, "type": 1, "val": "0A1B"},
+    {"res_id": 5900, "type": 2, "val": 1700000000},
+]
+TYPED = Request(
+    0,
+    "write",
+    IMEI,
+    (("imei", IMEI), ("obj_id", "3311"), ("obj_inst_id", "0"), ("mode", "1")),
+    (),
+    json.dumps({"data": TYPED_DATA}, separators=(",", ":")).encode(),
+)
+
+
+def typed(**changes: dict[str, object]) -> list[dict[str, object]]:
+    """TYPED_DATA with some elements' fields replaced: ``{"5850": {"val": "true"}}``."""
+    out = []
+    for element in TYPED_DATA:
+        element = dict(element)
+        element.update(changes.get(f"r{element['res_id']}", {}))
+        out.append(element)
+    return out
+
+
+TYPED_FORMS = [
+    ("as sent", typed(), AGREES),
+    (
+        "every value as text",
+        typed(
+            r5850={"val": "true", "res_id": "5850"},
+            r5700={"val": "60.5"},
+            r5750={"type": "1", "val": "0a1b"},
+            r5900={"type": "2", "val": "1700000000"},
+        ),
+        AGREES,
+    ),
+    ("res_id written as 5850.0", typed(r5850={"res_id": 5850.0}), AGREES),
+    ("types written as names", typed(r5750={"type": "Opaque"}, r5900={"type": "TIME"}), AGREES),
+    ("the Time value in milliseconds", typed(r5900={"val": 1700000000000}), AGREES),
+    ("the Time value as a date (UTC+8)", typed(r5900={"val": "2023-11-15 06:13:20"}), AGREES),
+    # rewritten in a way that could be ours or not: never "differs", never "agrees"
+    ("the boolean as 1", typed(r5850={"val": 1}), NONE),
+    ("the float through a float32", typed(r5700={"val": 60.500001}), NONE),
+    ("the opaque value in base64", typed(r5750={"val": "Chs="}), NONE),
+    ("a type name we do not know", typed(r5750={"type": "bytes"}), NONE),
+    ("the Time as a date in another zone", typed(r5900={"val": "2023-11-15 07:13:20"}), NONE),
+    # plainly another command
+    ("the boolean false", typed(r5850={"val": "false"}), DIFFERS),
+    ("the boolean as 0", typed(r5850={"val": 0}), DIFFERS),
+    ("another float", typed(r5700={"val": 61.5}), DIFFERS),
+    ("another opaque value", typed(r5750={"val": "0a1c"}), DIFFERS),
+    ("another type", typed(r5750={"type": 2}), DIFFERS),
+    # one sure difference decides, whatever else is unsure
+    ("unsure and different", typed(r5850={"val": 1}, r5700={"val": 7}), DIFFERS),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "verdict"), [f[1:] for f in TYPED_FORMS], ids=[f[0] for f in TYPED_FORMS]
+)
+def test_typed_values_in_every_form(content: object, verdict: Verdict) -> None:
+    assert judge(detail(None, {"data": content}), TYPED).verdict is verdict
+    assert judge(detail(None, json.dumps(content)), TYPED).verdict is verdict
+
+
+@pytest.mark.parametrize(
+    ("args", "verdict"),
+    [
+        # the call's parameters as the query string they were
+        (f"imei={IMEI}&obj_id=3311&obj_inst_id=0&res_id=5850&expired_time=x", AGREES),
+        ("?obj_id=3311&obj_inst_id=0&res_id=5850", AGREES),
+        ("obj_id=3311&obj_inst_id=0&res_id=5851", DIFFERS),
+        ("imei=865820050000012&obj_id=3311&obj_inst_id=0&res_id=5850", DIFFERS),
+        # a name given twice cannot be read
+        ("obj_id=3311&obj_id=3312&obj_inst_id=0&res_id=5850", NONE),
+        # null where a value was sent: nothing said, not a difference
+        ({"obj_id": 3311, "obj_inst_id": None, "res_id": 5850}, NONE),
+        # the device written as a number
+        ({"imei": int(IMEI), "obj_id": 3311, "obj_inst_id": 0, "res_id": 5850}, AGREES),
+    ],
+)
+def test_a_reads_parameters_in_every_form(args: object, verdict: Verdict) -> None:
+    assert judge(detail(args, None), READ).verdict is verdict
+
+
+def test_an_execute_whose_args_text_holds_json_is_compared_parsed() -> None:
+    request = Request(0, "execute", IMEI, EXECUTE.head, (), b'{"args":"{\\"delay\\":5}"}')
+    assert judge(detail(None, {"args": {"delay": 5}}), request).verdict is AGREES
+    assert judge(detail(None, {"args": {"delay": 6}}), request).verdict is DIFFERS
+    assert judge(detail(None, {"args": ["delay"]}), request).verdict is DIFFERS

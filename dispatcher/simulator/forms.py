@@ -15,7 +15,9 @@ such choice, and any of them may be combined:
 - "status_names": `send_status` as a name (`"SUCCESS"`), not a code;
 - "text_values": a write's detail `content` with every `res_id`, `type` and `val`
   as text (`true` → `"true"`, `60` → `"60"`);
-- "no_total": history pages without `total_count`.
+- "no_total": history pages without `total_count`;
+- "page_ignored": history answers its first page whatever `page` asks (a server that
+  does not page: the pages name `page` but say nothing of how it counts).
 
 This module is the simulator's own reading of the pages: it imports nothing of the
 product's code.
@@ -44,6 +46,7 @@ AnswerForm = Literal[
     "status_names",
     "text_values",
     "no_total",
+    "page_ignored",
 ]
 ANSWER_FORMS: tuple[AnswerForm, ...] = get_args(AnswerForm)
 

@@ -98,7 +98,7 @@ def history_page(
     ]
     if query.newest_first:
         chosen.reverse()
-    first = (query.page - 1) * query.per_page
+    first = 0 if "page_ignored" in config.answer_forms else (query.page - 1) * query.per_page
     page = chosen[first : first + query.per_page]
     total: int | str = str(len(chosen)) if config.page_quirks else len(chosen)
     items = [history_item(c, config) for c in page]
