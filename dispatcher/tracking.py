@@ -20,13 +20,14 @@ import anyio
 import structlog
 
 from dispatcher.answerforms import SEND_STATUS as SEND_STATUS
-from dispatcher.answerforms import send_state
+from dispatcher.answerforms import answer_time, send_state
 from dispatcher.clock import unix_now
 from dispatcher.ledger import Delivered, LedgerStore, Queued
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.platforms import cancel_path, detail_path
 from dispatcher.onenet.transport import PlatformQueries
 from dispatcher.outcome import Outcome
+from dispatcher.timewindow import PLATFORM_TZ
 
 log = structlog.get_logger("dispatcher.tracking")
 
@@ -63,14 +64,24 @@ def delivery_from(detail: dict[str, Any], row: Queued) -> Delivered:
         send_status=state,
         confirm_status=None if confirm is None else str(confirm),
         cmd_result=result,
-        send_time=_text(detail.get("send_time")),
-        confirm_time=_text(detail.get("confirm_time")),
+        send_time=_time_text(detail.get("send_time")),
+        confirm_time=_time_text(detail.get("confirm_time")),
         tracked_at=unix_now(),
     )
 
 
 def _text(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+def _time_text(value: object) -> str | None:
+    """A time in the pages' own form (``YYYY-MM-DD HH:MM:SS``, UTC+8) whatever form it came
+    in (a ``T``, a zone, epoch milliseconds), so the ledger's times sort and compare; a
+    time that does not read is kept as the platform wrote it."""
+    moment = answer_time(value)
+    if moment is None:
+        return _text(value)
+    return moment.astimezone(PLATFORM_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass
