@@ -73,6 +73,19 @@ def answer_time(value: object) -> datetime | None:
     return moment.replace(tzinfo=PLATFORM_TZ) if moment.tzinfo is None else moment
 
 
+def zone_written(value: object) -> bool:
+    """Does this time say its own instant (a Unix time, or text with a zone)? Text without
+    a zone is the platform's UTC+8 by our reading of the pages, which do not say it."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return True
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return True
+    return text.endswith(("Z", "z")) or re.search(r"[+-]\d\d:?\d\d$", text[19:]) is not None
+
+
 def _epoch(number: float) -> datetime | None:
     if not math.isfinite(number):
         return None

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from dispatcher.answerforms import answer_time, count, uuid_key, uuid_text
+from dispatcher.answerforms import answer_time, count, uuid_key, uuid_text, zone_written
 from dispatcher.evidence import Judgement, Verdict, judge
 from dispatcher.ledger import InDoubt, LedgerStore, Status
 from dispatcher.limiter import RateLimiter
@@ -42,6 +42,13 @@ from dispatcher.timewindow import PLATFORM_TZ, wire_time
 log = structlog.get_logger("dispatcher.reconcile")
 
 CLOCK_SKEW = timedelta(minutes=2)
+# The pages write times without a zone and never say which: we read them as UTC+8, but
+# a server may mean its own zone (UTC, say) in the history's `start` and its
+# `create_time`. Read 8 h early, our own command would look older than its send and be
+# left out: "not queued", and sent twice. So the history is asked from this much earlier
+# (UTC-12 read as UTC+8 is 20 h off), and a command whose zoneless create_time falls in
+# this margin before the send can rule itself out but never be taken for ours.
+ZONE_MARGIN = timedelta(hours=20)
 # A device holds at most 10 cached commands at a time, but its history keeps the
 # finished ones too; a history longer than this is not read to its end (in doubt).
 MAX_PAGES = 50
@@ -68,6 +75,16 @@ class Listed:
     type: object
     created: datetime | None  # None when the create_time does not parse
     create_time: str | None
+    zoned: bool = False  # the create_time says its instant (a zone, or a Unix time)
+
+    def may_be_since(self, start: datetime) -> bool:
+        """Could it have been created at or after ``start``, whatever zone its time is in?"""
+        if self.created is None or self.created >= start:
+            return True
+        return not self.zoned and self.created >= start - ZONE_MARGIN
+
+    def surely_since(self, start: datetime) -> bool:
+        return self.created is None or self.created >= start
 
     @property
     def key(self) -> str | None:
@@ -164,7 +181,7 @@ class _Device:
     ) -> None:
         since = min(sent.values()) - CLOCK_SKEW
         try:
-            listed = await self._history(imei, since)
+            listed = await self._history(imei, since - ZONE_MARGIN)
         except _Undecided as exc:
             for row in rows:
                 self._keep(row, str(exc))
@@ -177,7 +194,7 @@ class _Device:
             candidates = [
                 item
                 for item in listed
-                if (item.created is None or item.created >= start)
+                if item.may_be_since(start)
                 and kind_matches(item.type, row.op)
                 and (item.uuid is None or item.key not in self.known)
             ]
@@ -191,6 +208,11 @@ class _Device:
                 verdict = await self._judge(imei, item.uuid, wanted[row.command], details)
                 if isinstance(verdict, str):
                     unsure.append((item.uuid, verdict))
+                elif verdict.verdict is Verdict.AGREES and not item.surely_since(start):
+                    # ours if the platform's times are not UTC+8; an earlier twin if they are
+                    unsure.append(
+                        (item.uuid, "agrees, but its create_time (no zone) is before the send")
+                    )
                 elif verdict.verdict is Verdict.AGREES:
                     agree.append(item.uuid)
                 elif verdict.verdict is Verdict.NO_EVIDENCE:
@@ -346,4 +368,5 @@ def _listed(item: object) -> Listed:
         item.get("type"),
         answer_time(create_time),
         None if create_time is None or create_time == "" else str(create_time),
+        zone_written(create_time),
     )

@@ -253,7 +253,36 @@ def test_a_history_that_does_not_page_is_not_taken_as_read_to_its_end(tmp_path: 
 def error_of(ledger: Path) -> str:
     db = sqlite3.connect(ledger)
     try:
-        (error,) = db.execute("SELECT error FROM items").fetchone()
+        (error,) = db.execute("SELECT error FROM items ORDER BY rowid").fetchone()
     finally:
         db.close()
     return str(error)
+
+
+@pytest.mark.usefixtures("_key")
+def test_a_server_keeping_utc_never_has_a_device_commanded_twice(tmp_path: Path) -> None:
+    """History times without a zone, meant as UTC: a lost answer is never "not queued".
+
+    Read as UTC+8, our command looks created 8 h before its send. It is listed (the
+    history is asked from well before) and, agreeing, keeps the row in doubt: it may be
+    ours, or an earlier twin. A lost request beside another application's command is
+    still sent, once.
+    """
+    job = write_job(tmp_path, DEVICES, commands=WRITE)
+    lost_answers, lost_requests = tmp_path / "answers.sqlite", tmp_path / "requests.sqlite"
+    with simulator(drop_after_queue_rate=1.0, answer_forms=forms("utc_times")) as sim:
+        assert 1 == run(job, sim, lost_answers)
+        sim.config.drop_after_queue_rate = 0.0
+        age_in_doubt_rows(lost_answers)
+        assert 1 == run(job, sim, lost_answers)
+        assert DEVICES == len(sim.commands), "a device was commanded twice"
+        assert {"in_doubt"} == {status for status, _ in rows(lost_answers).values()}
+        assert "create_time (no zone) is before the send" in error_of(lost_answers)
+    knobs = {"garble": "html_error", "garble_rate": 1.0, "foreign_rate": 1.0}
+    with simulator(answer_forms=forms("utc_times"), **knobs) as sim:
+        assert 1 == run(job, sim, lost_requests)
+        sim.config.garble_rate = 0.0
+        age_in_doubt_rows(lost_requests)
+        assert 0 == run(job, sim, lost_requests)
+        ours = [c for c in sim.commands if not c.foreign]
+        assert Counter(c.imei for c in ours) == {imei(i): 1 for i in range(DEVICES)}

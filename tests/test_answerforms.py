@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dispatcher.answerforms import answer_time, count, send_state, uuid_key, uuid_text
+from dispatcher.answerforms import (
+    answer_time,
+    count,
+    send_state,
+    uuid_key,
+    uuid_text,
+    zone_written,
+)
 
 # 2017-09-08 16:55:14 in UTC+8 (the platform's zone)
 MOMENT = datetime(2017, 9, 8, 8, 55, 14, tzinfo=UTC)
@@ -107,3 +114,22 @@ def test_uuids_compare_without_case_dashes_or_padding() -> None:
 )
 def test_a_send_status_is_read_as_a_code_or_a_name(value: object, state: str | None) -> None:
     assert state == send_state(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "zoned"),
+    [
+        ("2017-09-08 16:55:14", False),
+        ("2017-09-08T16:55:14.250", False),
+        ("2017-09-08T08:55:14Z", True),
+        ("2017-09-08 16:55:14+08:00", True),
+        ("2017-09-08T16:55:14.250+0800", True),
+        (1504860914000, True),
+        ("1504860914", True),
+        (None, False),
+    ],
+)
+def test_a_time_says_its_instant_only_with_a_zone_or_as_a_unix_time(
+    value: object, zoned: bool
+) -> None:
+    assert zoned is zone_written(value)

@@ -12,6 +12,8 @@ such choice, and any of them may be combined:
   its dashes (the send's answer keeps the form it was issued in; any form is found);
 - "iso_times": answer times with a `T`, milliseconds and a zone
   (`2026-11-22T10:00:00.250+08:00`); "epoch_times": as Unix milliseconds (a number);
+  "utc_times": a server keeping UTC: history reads `start`/`end` and writes its times
+  without a zone, both in UTC (the pages never name the zone);
 - "status_names": `send_status` as a name (`"SUCCESS"`), not a code;
 - "text_values": a write's detail `content` with every `res_id`, `type` and `val`
   as text (`true` → `"true"`, `60` → `"60"`);
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from aiohttp import web
@@ -47,6 +49,7 @@ AnswerForm = Literal[
     "text_values",
     "no_total",
     "page_ignored",
+    "utc_times",
 ]
 ANSWER_FORMS: tuple[AnswerForm, ...] = get_args(AnswerForm)
 
@@ -112,7 +115,14 @@ def answer_time(unix: float, forms: frozenset[str]) -> str | int:
         return int(unix * 1000)
     if "iso_times" in forms:
         return datetime.fromtimestamp(unix, PLATFORM_TZ).isoformat(timespec="milliseconds")
+    if "utc_times" in forms:
+        return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S")
     return format_answer_time(unix)
+
+
+def query_shift(forms: frozenset[str]) -> float:
+    """Seconds to add to a query time read as UTC+8 to get this server's reading of it."""
+    return 8 * 3600.0 if "utc_times" in forms else 0.0
 
 
 def uuid_form(uuid: str, forms: frozenset[str]) -> str:
