@@ -24,7 +24,8 @@ from dispatcher.cli import main
 from dispatcher.config import HttpConfig, Secret
 from dispatcher.ledger import Ledger
 from dispatcher.onenet.auth import ApiKeyAuth
-from dispatcher.onenet.client import OneNetClient
+from dispatcher.onenet.client import OneNetClient, _classify
+from dispatcher.onenet.errnos import classify_errno
 from dispatcher.outcome import Kind, Outcome
 from dispatcher.simulator import Simulator, SimulatorConfig, running_simulator
 from dispatcher.simulator.forms import ANSWER_FORMS
@@ -286,3 +287,57 @@ def test_a_server_keeping_utc_never_has_a_device_commanded_twice(tmp_path: Path)
         assert 0 == run(job, sim, lost_requests)
         ours = [c for c in sim.commands if not c.foreign]
         assert Counter(c.imei for c in ours) == {imei(i): 1 for i in range(DEVICES)}
+
+
+# --- the classifier alone, on bodies no simulator form writes --------------------------
+
+UUID = "42742677-adc3-54ca-83a1-5aaaf71482f8"
+
+
+@pytest.mark.parametrize(
+    ("body", "charset", "kind", "errno"),
+    [
+        (b'{"errno":"0","error":"succ","data":{"uuid":"%s"}}' % UUID.encode(), None, Kind.OK, 0),
+        (b'{"errno":0.0,"data":{"uuid":"%s"}}' % UUID.encode(), None, Kind.OK, 0),
+        (b'{"errno":" 15 ","error":"api freq out of limit"}', None, Kind.RETRY, 15),
+        (b'{"code":"7","msg":"service internal error"}', None, Kind.RETRY, 7),
+        (b'{"errno":"zero","data":{"uuid":"u"}}', None, Kind.IN_DOUBT, None),
+        (b'\xef\xbb\xbf{"errno":6,"error":"invalid parameter"}', None, Kind.FAILED, 6),
+        ('{"errno":6,"error":"参数错误"}'.encode("gbk"), None, Kind.FAILED, 6),  # no charset said
+        ('{"errno":6,"error":"参数错误"}'.encode("gbk"), "GBK", Kind.FAILED, 6),
+        ('{"errno":6,"error":"参数错误"}'.encode("utf-16"), None, Kind.FAILED, 6),
+        (b'{"errno":0,"data":"{\\"uuid\\":\\"%s\\"}"}' % UUID.encode(), None, Kind.OK, 0),
+        (b'{"errno":0,"data":"not json"}', None, Kind.IN_DOUBT, None),
+        (b'{"errno":0,"data":{"uuid":"  "}}', None, Kind.IN_DOUBT, None),
+        (b"<html><body>502</body></html>", None, Kind.IN_DOUBT, None),
+    ],
+)
+def test_an_answer_is_classified_in_every_form(
+    body: bytes, charset: str | None, kind: Kind, errno: int | None
+) -> None:
+    outcome = _classify(200, body, None, None, charset)
+    assert (kind, errno) == (outcome.kind, outcome.errno)
+
+
+def test_a_padded_uuid_is_stored_stripped() -> None:
+    body = b'{"errno":0,"error":"succ","data":{"uuid":" %s "}}' % UUID.encode()
+    assert UUID == _classify(200, body, None, None).uuid
+
+
+@pytest.mark.parametrize(
+    ("errno", "text", "refused", "kind"),
+    [
+        (1, "鉴权失败", True, Kind.FAILED),
+        (1, "token expired", True, Kind.FAILED),
+        (3, "签名错误", True, Kind.FAILED),
+        (1, "服务器内部错误", False, Kind.RETRY),  # the generic table's internal error
+        (5106, "UNSUCESS: 设备离线", False, Kind.RETRY),
+        (5106, "UNSUCESS: 超时", False, Kind.RETRY),
+        (5106, "UNSUCESS: 资源不存在", False, Kind.FAILED),
+    ],
+)
+def test_a_chinese_text_is_classified_as_its_english_twin(
+    errno: int, text: str, refused: bool, kind: Kind
+) -> None:
+    outcome = classify_errno(errno, text, 200)
+    assert (refused, kind) == (outcome.auth_refused, outcome.kind)

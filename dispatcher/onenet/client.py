@@ -205,7 +205,7 @@ class OneNetClient:
                     auth_refused=refused.auth_refused,
                 )
             )
-        if reply.status != 200 or answer is None or envelope is None:
+        if not 200 <= reply.status < 300 or answer is None or envelope is None:
             return self._note(
                 Outcome(
                     Kind.RETRY if reply.status in (429, 503) else Kind.FAILED,

@@ -13,7 +13,7 @@ from dispatcher.outcome import Kind, Outcome
 _PERMANENT = {2, 3, 4, 5, 6, 8, 10, 13, 14, 2001, 5006}
 # The words the classifier looks for, in English and as the platform's Chinese pages
 # write them: an error text in Chinese must not turn "auth failed" into a device's failure.
-_AUTH = ("auth", "鉴权", "认证", "授权")
+_AUTH = ("auth", "token", "鉴权", "认证", "授权", "签名", "令牌")
 _INTERNAL = ("internal", "内部")
 _TRANSIENT_5106 = ("time_out", "timeout", "offline", "超时", "离线", "不在线")
 
