@@ -12,7 +12,6 @@ errno) are applied by the endpoints once the request has passed the contract.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
@@ -379,10 +378,7 @@ async def _history(sim: Simulator, request: web.Request, entry: RequestRecord) -
     query = history.parse_history_query(list(request.query.items()))
     if isinstance(query, Rejection):
         return Outcome.refused(query)
-    shift = forms.query_shift(frozenset(sim.config.answer_forms))
-    if shift:
-        end = None if query.end is None else query.end + shift
-        query = dataclasses.replace(query, start=query.start + shift, end=end)
+    query = history.in_server_zone(query, sim.config)
     fault = _device_faults(sim, query.imei)
     if fault is not None:
         return fault

@@ -28,6 +28,7 @@ chooses, and the dispatcher must not depend on the choice:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +83,15 @@ def parse_history_query(pairs: Sequence[tuple[str, str]]) -> HistoryQuery | Reje
     start = bounds["start"]
     assert start is not None
     return HistoryQuery(query["imei"], start, bounds["end"], page, per_page, sort == "DESC")
+
+
+def in_server_zone(query: HistoryQuery, config: SimulatorConfig) -> HistoryQuery:
+    """The query's times as this server reads them (UTC with `utc_times`, else UTC+8)."""
+    shift = forms.query_shift(frozenset(config.answer_forms))
+    if not shift:
+        return query
+    end = None if query.end is None else query.end + shift
+    return dataclasses.replace(query, start=query.start + shift, end=end)
 
 
 def history_page(
