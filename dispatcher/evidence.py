@@ -91,7 +91,7 @@ def parse_field(value: object) -> object:
             return value
         text = value
         try:
-            value = json.loads(text.strip())
+            value = json.loads(text.strip().lstrip("\ufeff"))
         except ValueError:
             return _Unparsed(text)
         if not isinstance(value, str) or not value.strip().startswith(("{", "[")):

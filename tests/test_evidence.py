@@ -385,3 +385,7 @@ def test_an_execute_whose_args_text_holds_json_is_compared_parsed() -> None:
     assert judge(detail(None, {"args": {"delay": 5}}), request).verdict is AGREES
     assert judge(detail(None, {"args": {"delay": 6}}), request).verdict is DIFFERS
     assert judge(detail(None, {"args": ["delay"]}), request).verdict is DIFFERS
+
+
+def test_a_field_with_a_byte_order_mark_still_parses() -> None:
+    assert parse_field('\ufeff{"a": 1}') == {"a": 1}
