@@ -341,3 +341,16 @@ def test_a_chinese_text_is_classified_as_its_english_twin(
 ) -> None:
     outcome = classify_errno(errno, text, 200)
     assert (refused, kind) == (outcome.auth_refused, outcome.kind)
+
+
+def test_simulate_names_every_answer_form_and_refuses_another(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`simulate --help` lists the forms the simulator knows; an unknown one is exit 2, nothing served."""
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(name in shown for name in ANSWER_FORMS)
+    monkeypatch.setenv("ONENET_API_KEY", API_KEY)
+    assert 2 == main(["simulate", "--port", "0", "--answer-form", "errno_as_words"])
+    assert "answer_forms must be among" in capsys.readouterr().err

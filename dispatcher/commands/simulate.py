@@ -79,6 +79,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="with --delivery: simulated seconds between a device's uplinks (default 600)",
     )
+    p.add_argument(
+        "--answer-form",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer in another form a faithful server may choose (repeatable): errno_text, bom,"
+        " gbk, data_text, uuid_upper, uuid_bare, iso_times, epoch_times, utc_times, status_names,"
+        " text_values, no_total, page_ignored (docs/simulator.md)",
+    )
     p.set_defaults(handler=handle, logs=False)
 
 
@@ -109,6 +118,7 @@ def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
             delivery=args.delivery,
             clock_speed=args.clock_speed,
             wake_interval=args.wake_interval,
+            answer_forms=frozenset(args.answer_form),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
