@@ -310,6 +310,11 @@ UUID = "42742677-adc3-54ca-83a1-5aaaf71482f8"
         (b'{"errno":0,"data":"not json"}', None, Kind.IN_DOUBT, None),
         (b'{"errno":0,"data":{"uuid":"  "}}', None, Kind.IN_DOUBT, None),
         (b"<html><body>502</body></html>", None, Kind.IN_DOUBT, None),
+        # a refusal's data, whatever it holds, is not read
+        (b'{"errno":6,"error":"invalid parameter","data":null}', None, Kind.FAILED, 6),
+        (b'{"errno":6,"error":"invalid parameter","data":{}}', None, Kind.FAILED, 6),
+        (b'{"errno":6,"data":{"uuid":"%s"}}' % UUID.encode(), None, Kind.FAILED, 6),
+        (b'{"errno":15}', None, Kind.RETRY, 15),
     ],
 )
 def test_an_answer_is_classified_in_every_form(
@@ -334,6 +339,9 @@ def test_a_padded_uuid_is_stored_stripped() -> None:
         (5106, "UNSUCESS: 设备离线", False, Kind.RETRY),
         (5106, "UNSUCESS: 超时", False, Kind.RETRY),
         (5106, "UNSUCESS: 资源不存在", False, Kind.FAILED),
+        (1, "", True, Kind.FAILED),  # no text: the NB table's "auth failed"
+        (3, "", False, Kind.FAILED),  # no text: "parameter required" or "auth failed"
+        (6, "", False, Kind.FAILED),
     ],
 )
 def test_a_chinese_text_is_classified_as_its_english_twin(

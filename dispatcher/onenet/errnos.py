@@ -58,7 +58,14 @@ def classify_errno(errno: int, error: str, http_status: int) -> Outcome:
 
 def auth_refusal(errno: int, text: str) -> bool:
     """Does this answer refuse our credentials (not one device)? errno 2 "api-key
-    required", or errno 1/3 whose text says auth (the tables give both numbers)."""
+    required", or errno 1/3 whose text says auth (the tables give both numbers).
+
+    errno 1 without any text is read by the NB table ("auth failed"), the one this API's
+    pages point to: taken for every device's failure, a wrong key would fail the whole
+    fleet instead of stopping the run with its rows still pending.
+    """
+    if errno == 1 and not text.strip():
+        return True
     return errno == 2 or (errno in (1, 3) and _says(text.lower(), _AUTH))
 
 
