@@ -15,12 +15,16 @@ from dispatcher.jobfile import PLACEHOLDER, Command, PlatformOptions
 
 Op = Literal["write", "read", "execute"]
 
+# What json.dumps(..., ensure_ascii=False) escapes in a string: quotes, backslashes and
+# control characters (json.encoder.ESCAPE); any other text stands in the body as it is.
+_ESCAPED = re.compile(r'[\x00-\x1f\\"]')
+
 
 class Template:
     """One job command, pre-rendered once; only placeholders are filled per device."""
 
     __slots__ = (
-        "_encoded",
+        "_parts",
         "body",
         "body_path",
         "command",
@@ -106,7 +110,10 @@ class Template:
         # JSON-escaped values. A placeholder can only stand in a string value, and JSON
         # escapes neither braces nor identifier characters, so each "{name}" of the
         # encoded text is one of them.
-        self._encoded = _encode(self.body).decode() if self.body is not None else ""
+        encoded = _encode(self.body).decode() if self.body is not None else ""
+        # Split once at the placeholders: text, name, text, name, ..., text. Filled per
+        # device by joining (a million devices are rendered by every check pass).
+        self._parts = PLACEHOLDER.split(encoded)
 
     def render(self, device: Device) -> bytes | None:
         if self.body is None:
@@ -114,12 +121,19 @@ class Template:
         if self.static_body is not None:
             return self.static_body
         variables = device.variables
-
-        def fill(match: re.Match[str]) -> str:
-            value = variables.get(match.group(1))
-            return match.group(0) if value is None else json.dumps(value, ensure_ascii=False)[1:-1]
-
-        return PLACEHOLDER.sub(fill, self._encoded).encode()
+        parts = self._parts
+        out = [parts[0]]
+        for i in range(1, len(parts), 2):
+            name = parts[i]
+            value = variables.get(name)
+            if value is None:
+                out.append("{" + name + "}")  # left as written: the check reports it
+            elif _ESCAPED.search(value) is None:
+                out.append(value)  # nothing JSON would escape (the common case)
+            else:
+                out.append(json.dumps(value, ensure_ascii=False)[1:-1])
+            out.append(parts[i + 1])
+        return "".join(out).encode()
 
 
 def _encode(body: dict[str, Any]) -> bytes:
