@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from dispatcher.imei import imei_problem, luhn_problem
 from dispatcher.jobfile import FleetSpec
@@ -20,6 +21,9 @@ from dispatcher.yamlfile import YamlDoc, display_path
 
 # Python's csv default is 128 KiB a field; we keep it, and report a longer one as an error.
 _EMPTY: Mapping[str, str] = {}
+# The variables of a CSV row a resume found settled (``iter_fleet(settled=...)``): not
+# read. Its own object, so that the plan knows the row by identity without asking again.
+SETTLED_ROW: Mapping[str, str] = MappingProxyType({})
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that surrogateescape could not decode
 _NUL_MESSAGE = "binary data (NUL byte) in the file; is it really a CSV?"
 
@@ -176,7 +180,7 @@ def _csv_devices(
                     given = row[imei_at].strip()
                     if settled(position, given):
                         position += 1
-                        yield Device(given, spec.name, _EMPTY, display, line, from_csv=True)
+                        yield Device(given, spec.name, SETTLED_ROW, display, line, from_csv=True)
                         continue
                 imei = _checked(row[imei_at].strip(), display, line, None, problems, strict)
                 if imei is None:

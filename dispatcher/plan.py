@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher.fleets import Device, csv_path, iter_fleet
+from dispatcher.fleets import SETTLED_ROW, Device, csv_path, iter_fleet
 from dispatcher.jobfile import (
     HEX_TEXT,
     MAX_BODY_BYTES,
@@ -212,7 +212,11 @@ class Plan:
                         settled=skip,  # a CSV row found settled: not even checked again
                     )
                 ):
-                    if skip is not None and skip(position, device.imei):
+                    if skip is not None and (
+                        device.variables is SETTLED_ROW  # a CSV row iter_fleet found settled
+                        if spec.csv is not None
+                        else skip(position, device.imei)
+                    ):
                         count.devices += 1
                         stats.devices += 1
                         yield DeviceWork(device, ())

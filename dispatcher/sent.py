@@ -93,36 +93,45 @@ class Comparison:
 
     def add(self, batch: list[DeviceWork]) -> None:
         changes = self.changes
+        settled = changes.settled
         stored: dict[str, dict[int, tuple[str | None, bool]]] = {}
         done: dict[str, int] = {}  # rows settled, by device
         for imei, command, digest, status, ever_sent in self.ledger.stored_requests(
             self.run_id, [w.device.imei for w in batch]
         ):
-            stored.setdefault(imei, {})[command] = (digest, ever_sent or status != "pending")
+            rows = stored.get(imei)
+            if rows is None:
+                rows = stored[imei] = {}
+            rows[command] = (digest, bool(ever_sent) or status != "pending")
             if status in _DONE:
                 done[imei] = done.get(imei, 0) + 1
         for work in batch:
             imei = work.device.imei
             rows = stored.get(imei)
             if rows is None:
-                changes.settled.append(NOT_SETTLED)
+                settled.append(NOT_SETTLED)
                 continue  # a device this run has not registered yet: nothing to compare
             differs = False
             first_unsent: int | None = None
             for request in work.requests:
                 ours = request.digest
                 stored_digest, ever_sent = rows.get(request.index, (ours, False))
+                if stored_digest == ours:
+                    continue
                 if stored_digest is None:
                     changes.legacy.append((request.imei, request.index, ours))
-                elif stored_digest != ours:
+                else:
                     differs = True
                     if not ever_sent and first_unsent is None:
                         first_unsent = request.index
             if differs:
                 sent = any(ever for _, ever in rows.values())
                 changes.changed.append(Changed(work, sent, first_unsent))
-            all_done = not differs and done.get(imei, 0) == len(work.requests) == len(rows)
-            changes.settled.append(hash(imei) if all_done else NOT_SETTLED)
+                settled.append(NOT_SETTLED)
+            elif done.get(imei, 0) == len(work.requests) == len(rows):
+                settled.append(hash(imei))
+            else:
+                settled.append(NOT_SETTLED)
 
 
 def find_changes(ledger: LedgerStore, run_id: str, plan: Plan) -> FleetChanges:
