@@ -170,6 +170,9 @@ def _csv_devices(
                     if not _header_ok(header, spec, display, line, problems):
                         return
                     imei_at = header.index(spec.imei_column)
+                    columns = [
+                        (at, name) for at, name in enumerate(header) if name != spec.imei_column
+                    ]
                     continue
                 if len(row) != len(header):
                     problems.error(
@@ -185,14 +188,9 @@ def _csv_devices(
                 imei = _checked(row[imei_at].strip(), display, line, None, problems, strict)
                 if imei is None:
                     continue
-                variables = {
-                    **defaults,
-                    **{
-                        name: cell.strip()
-                        for name, cell in zip(header, row, strict=True)
-                        if name != spec.imei_column
-                    },
-                }
+                variables = dict(defaults)
+                for at, name in columns:
+                    variables[name] = row[at].strip()
                 position += 1
                 yield Device(imei, spec.name, variables, display, line, from_csv=True)
             if header is None:

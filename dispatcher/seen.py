@@ -51,28 +51,30 @@ class SeenImeis:
         self._db.execute("PRAGMA journal_mode=OFF")  # scratch data: nothing to recover
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("BEGIN")
-        self._db.execute("CREATE TABLE seen (imei INTEGER PRIMARY KEY, place TEXT NOT NULL)")
+        # A place is the caller's number for where the IMEI was seen (the plan's: fleet and
+        # line), not its text: a million rows are inserted on every check pass.
+        self._db.execute("CREATE TABLE seen (imei INTEGER PRIMARY KEY, place INTEGER NOT NULL)")
 
-    def add(self, imei: str, place: str) -> str | None:
+    def add(self, imei: str, place: int) -> int | None:
         """Record ``imei``; None if new, else the place where it was first seen."""
         cur = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (int(imei), place))
         if cur.rowcount == 1:
             return None
         row = self._db.execute("SELECT place FROM seen WHERE imei = ?", (int(imei),)).fetchone()
-        return str(row[0])
+        return int(row[0])
 
-    def add_many(self, rows: list[tuple[str, str]]) -> list[str | None]:
+    def add_many(self, rows: list[tuple[str, int]]) -> list[int | None]:
         """``add`` for a batch of ``(imei, place)``, in order: three statements, not two per row."""
-        out: list[str | None] = [None] * len(rows)
+        out: list[int | None] = [None] * len(rows)
         keys = [int(imei) for imei, _ in rows]
-        known: dict[int, str] = {}
+        known: dict[int, int] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             known.update(
                 self._db.execute(f"SELECT imei, place FROM seen WHERE imei IN ({marks})", chunk)
             )
-        new: list[tuple[int, str]] = []
+        new: list[tuple[int, int]] = []
         for i, key in enumerate(keys):
             first = known.get(key)
             if first is not None:
