@@ -1,8 +1,12 @@
 """``run``: check the job, open the ledger, send what is left to send, and say how it went.
 
 This wires the parts together for one invocation; the sending itself is the
-engine's. Everything that can be wrong with the input is found before the ledger
-is touched or a request leaves.
+engine's. Everything that can be wrong with the input is found before anything is
+written to the ledger or a request leaves. A first run checks before it opens (or
+creates) its ledger; a rerun of a run the ledger holds opens it and owns the run first,
+so that the check pass also compares each device's requests with what the run stored
+(``resume.open_early``): the comparison only reads, and its refusal comes after the
+check's.
 """
 
 from __future__ import annotations
