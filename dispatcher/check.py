@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from dispatcher.jobfile import (
     WindowSpec,
     load_job,
 )
-from dispatcher.plan import Plan
+from dispatcher.plan import DeviceWork, Plan
 from dispatcher.planstats import PlanStats
 from dispatcher.problems import Problem, Problems
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window
@@ -56,17 +57,28 @@ class CheckedJob:
 
 
 def check_job(
-    path: Path, *, now: datetime, strict: bool = False, start: datetime | None = None
+    path: Path,
+    *,
+    now: datetime,
+    strict: bool = False,
+    start: datetime | None = None,
+    loaded: LoadedJob | None = None,
+    consume: Callable[[Iterable[DeviceWork]], None] | None = None,
 ) -> CheckedJob:
     """Load ``path``, stream every fleet, check every device; InputError lists all problems.
 
     ``start`` is the run's first start when resuming (relative window times count
-    from it); it defaults to ``now``.
+    from it); it defaults to ``now``. ``loaded``: the job already loaded from ``path``.
+    ``consume``: takes the pass's devices as they are checked (it must read them all);
+    a resume compares each device's request hashes with its ledger rows on this one
+    pass instead of rendering the fleet again. Whatever it learns counts only if the
+    check passes: the pass's problems are raised after it.
     """
-    try:
-        loaded = load_job(path)
-    except JobSchemaError as exc:
-        raise InputError(exc.problems + _salvage(path, exc.doc, now, strict)) from None
+    if loaded is None:
+        try:
+            loaded = load_job(path)
+        except JobSchemaError as exc:
+            raise InputError(exc.problems + _salvage(path, exc.doc, now, strict)) from None
     plan = Plan(loaded, strict=strict)
     problems = Problems()
     window: Window | None = None
@@ -95,8 +107,11 @@ def check_job(
             f"{rate:g}/s is above the platform's public limit of {PLATFORM_PUBLIC_RATE} calls/s",
         )
     stats = PlanStats()
-    for _ in plan.devices(problems, stats):
-        pass
+    if consume is not None:
+        consume(plan.devices(problems, stats))
+    else:
+        for _ in plan.devices(problems, stats):
+            pass
     if stats.devices == 0 and not problems:
         problems.error(
             loaded.display, loaded.doc.line_of(("fleets",)), "fleets", "no devices in any fleet"

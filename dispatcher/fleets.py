@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from dispatcher.imei import imei_problem, luhn_problem
 from dispatcher.jobfile import FleetSpec
@@ -20,6 +21,9 @@ from dispatcher.yamlfile import YamlDoc, display_path
 
 # Python's csv default is 128 KiB a field; we keep it, and report a longer one as an error.
 _EMPTY: Mapping[str, str] = {}
+# The variables of a CSV row a resume found settled (``iter_fleet(settled=...)``): not
+# read. Its own object, so that the plan knows the row by identity without asking again.
+SETTLED_ROW: Mapping[str, str] = MappingProxyType({})
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that surrogateescape could not decode
 _NUL_MESSAGE = "binary data (NUL byte) in the file; is it really a CSV?"
 
@@ -53,11 +57,18 @@ def iter_fleet(
     problems: Problems,
     *,
     strict: bool = False,
+    settled: Callable[[int, str], bool] | None = None,
 ) -> Iterator[Device]:
-    """Every device of fleet ``index`` with a valid IMEI; problems go to ``problems``."""
+    """Every device of fleet ``index`` with a valid IMEI; problems go to ``problems``.
+
+    ``settled(position, imei)``, for a CSV fleet on a pass after a check that found every
+    row sound: True for a row (the position-th device) that needs no checks and no
+    variables; it is yielded as its IMEI alone. A resume over a million settled rows
+    builds nothing more for each.
+    """
     if spec.csv is not None:
         defaults_csv = {k: _text(v) for k, v in spec.variables.items()}
-        yield from _csv_devices(job_path, doc, index, spec, problems, strict, defaults_csv)
+        yield from _csv_devices(job_path, doc, index, spec, problems, strict, defaults_csv, settled)
         return
     defaults = {k: _text(v) for k, v in spec.variables.items()} if spec.variables else _EMPTY
     if spec.imeis is not None:
@@ -119,6 +130,7 @@ def _csv_devices(
     problems: Problems,
     strict: bool,
     defaults: dict[str, str],
+    settled: Callable[[int, str], bool] | None = None,
 ) -> Iterator[Device]:
     path = csv_path(job_path, spec)
     display = display_path(path)
@@ -142,6 +154,7 @@ def _csv_devices(
     with handle:
         reader = csv.reader(_text_lines(handle), delimiter=spec.delimiter, strict=True)
         line = 0
+        position = 0  # devices yielded so far
         try:
             header: list[str] | None = None
             for row in reader:
@@ -157,23 +170,28 @@ def _csv_devices(
                     if not _header_ok(header, spec, display, line, problems):
                         return
                     imei_at = header.index(spec.imei_column)
+                    columns = [
+                        (at, name) for at, name in enumerate(header) if name != spec.imei_column
+                    ]
                     continue
                 if len(row) != len(header):
                     problems.error(
                         display, line, None, f"{len(row)} fields, the header has {len(header)}"
                     )
                     continue
+                if settled is not None:
+                    given = row[imei_at].strip()
+                    if settled(position, given):
+                        position += 1
+                        yield Device(given, spec.name, SETTLED_ROW, display, line, from_csv=True)
+                        continue
                 imei = _checked(row[imei_at].strip(), display, line, None, problems, strict)
                 if imei is None:
                     continue
-                variables = {
-                    **defaults,
-                    **{
-                        name: cell.strip()
-                        for name, cell in zip(header, row, strict=True)
-                        if name != spec.imei_column
-                    },
-                }
+                variables = dict(defaults)
+                for at, name in columns:
+                    variables[name] = row[at].strip()
+                position += 1
                 yield Device(imei, spec.name, variables, display, line, from_csv=True)
             if header is None:
                 problems.error(

@@ -33,17 +33,19 @@ def imei_problem(imei: str) -> str | None:
     return f'imei "{imei}": must be 15 digits'
 
 
-# A digit doubled, with the digits of the result summed (Luhn's step), by the digit's byte.
-_DOUBLED = {48 + d: (2 * d if d < 5 else 2 * d - 9) for d in range(10)}
+# A digit's byte to the digit doubled, its digits summed (Luhn's step), as a byte value.
+_DOUBLED = bytes.maketrans(b"0123456789", bytes(2 * d if d < 5 else 2 * d - 9 for d in range(10)))
 
 
 def luhn_check_digit(first14: str) -> int:
     """The Luhn check digit for the first 14 digits of an IMEI."""
-    # Checked once per device of every fleet: a table lookup per digit, no branches.
+    # Checked once per device of every fleet: the digits doubled by one table lookup
+    # (bytes.translate) and summed in C, no Python step per digit.
     digits = first14.encode("ascii")
-    doubled = sum(_DOUBLED[b] for b in digits[-1::-2])
-    plain = sum(digits[-2::-2]) - 48 * len(digits[-2::-2])
-    return (10 - (doubled + plain) % 10) % 10
+    doubled = digits[-1::-2]
+    plain = digits[-2::-2]
+    total = sum(doubled.translate(_DOUBLED)) + sum(plain) - 48 * len(plain)
+    return (10 - total % 10) % 10
 
 
 def luhn_problem(imei: str) -> str | None:

@@ -10,20 +10,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
 
-from dispatcher.fleets import Device, csv_path, iter_fleet
+from dispatcher.fleets import SETTLED_ROW, Device, csv_path, iter_fleet
 from dispatcher.jobfile import (
     HEX_TEXT,
     MAX_BODY_BYTES,
-    PLACEHOLDER,
-    Command,
     LoadedJob,
-    PlatformOptions,
 )
 from dispatcher.planstats import FleetCount, PlanStats
 from dispatcher.problems import Problems
@@ -34,10 +29,11 @@ from dispatcher.seen import (
     SeenImeis,
     file_stamps,
 )
+from dispatcher.template import Op as Op
+from dispatcher.template import Template as _Template
 from dispatcher.timewindow import Window, load_zone, parse_time_spec, resolve_window, wire_time
 from dispatcher.yamlfile import format_path
 
-Op = Literal["write", "read", "execute"]
 Params = tuple[tuple[str, str], ...]
 
 
@@ -111,114 +107,24 @@ class DeviceWork:
     requests: tuple[Request, ...]
 
 
-class _Template:
-    """One job command, pre-rendered once; only placeholders are filled per device."""
-
-    __slots__ = (
-        "_encoded",
-        "body",
-        "body_path",
-        "command",
-        "filled_opaque",
-        "index",
-        "names",
-        "op",
-        "params",
-        "static_body",
-        "tail",
-    )
-
-    def __init__(self, index: int, command: Command, defaults: PlatformOptions) -> None:
-        self.index = index
-        self.command = command
-        self.op: Op = command.op
-        spec: PlatformOptions
-        params: list[tuple[str, str]] = []
-        if command.write is not None:
-            w = command.write
-            spec = w
-            params += [
-                ("obj_id", str(w.obj_id)),
-                ("obj_inst_id", str(w.obj_inst_id)),
-                ("mode", str(w.mode)),
-            ]
-            items: list[dict[str, Any]] = []
-            for item in w.data:
-                entry: dict[str, Any] = {"res_id": item.res_id}
-                if item.type is not None:
-                    entry["type"] = item.type
-                entry["val"] = item.val
-                items.append(entry)
-            self.body: dict[str, Any] | None = {"data": items}
-        elif command.execute is not None:
-            x = command.execute
-            spec = x
-            params += [
-                ("obj_id", str(x.obj_id)),
-                ("obj_inst_id", str(x.obj_inst_id)),
-                ("res_id", str(x.res_id)),
-            ]
-            # no args: no body at all (and no Content-Type), as for a read
-            self.body = {"args": x.args} if x.args else None
-        else:
-            r = command.read
-            assert r is not None
-            spec = r
-            params.append(("obj_id", str(r.obj_id)))
-            if r.obj_inst_id is not None:
-                params.append(("obj_inst_id", str(r.obj_inst_id)))
-            if r.res_id is not None:
-                params.append(("res_id", str(r.res_id)))
-            self.body = None
-        self.params = tuple(params)
-        tail: list[tuple[str, str]] = []
-        for key in ("retry", "timeout", "trigger_msg"):
-            value = getattr(spec, key)
-            if value is None:
-                value = getattr(defaults, key)
-            if value is not None:
-                tail.append((key, str(value)))
-        self.tail = tuple(tail)
-        self.names: list[tuple[str, str]] = []  # (variable, where it is used)
-        self.filled_opaque = False  # an Opaque value with variables: re-checked per device
-        if command.write is not None:
-            for j, item in enumerate(command.write.data):
-                if isinstance(item.val, str):
-                    for name in PLACEHOLDER.findall(item.val):
-                        self.names.append((name, f"commands[{index}].write.data[{j}].val"))
-                        self.filled_opaque = self.filled_opaque or item.type == 1
-        if command.execute is not None and command.execute.args:
-            for name in PLACEHOLDER.findall(command.execute.args):
-                self.names.append((name, f"commands[{index}].execute.args"))
-        # where a too-large body is reported
-        self.body_path: tuple[str | int, ...] = (
-            ("commands", index, "write", "data")
-            if command.write is not None
-            else ("commands", index, "execute", "args")
-        )
-        self.static_body = _encode(self.body) if self.body is not None and not self.names else None
-        # The body encoded once; per device only the placeholders are replaced, by their
-        # JSON-escaped values. A placeholder can only stand in a string value, and JSON
-        # escapes neither braces nor identifier characters, so each "{name}" of the
-        # encoded text is one of them.
-        self._encoded = _encode(self.body).decode() if self.body is not None else ""
-
-    def render(self, device: Device) -> bytes | None:
-        if self.body is None:
-            return None
-        if self.static_body is not None:
-            return self.static_body
-        variables = device.variables
-
-        def fill(match: re.Match[str]) -> str:
-            value = variables.get(match.group(1))
-            return match.group(0) if value is None else json.dumps(value, ensure_ascii=False)[1:-1]
-
-        return PLACEHOLDER.sub(fill, self._encoded).encode()
+def _skip(
+    settled: Callable[[int, str], bool],
+    known: Known,
+    index: int,
+    stats: PlanStats,
+    position: int,
+    imei: str,
+) -> bool:
+    """A device (the position-th of fleet ``index``, the pass's next) a resume found settled;
+    the pass's count so far is its ordinal. A duplicate row is never the settled one."""
+    return (index, position) not in known.duplicates and settled(stats.devices, imei)
 
 
-def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+def _skip_unique(
+    settled: Callable[[int, str], bool], stats: PlanStats, position: int, imei: str
+) -> bool:
+    """``_skip`` for a job without duplicates (the usual one): one call per row fewer."""
+    return settled(stats.devices, imei)
 
 
 class Plan:
@@ -235,6 +141,7 @@ class Plan:
         self.valid_spec = parse_time_spec(self.job.window.valid_time, self.zone)
         self.expired_spec = parse_time_spec(self.job.window.expired_time, self.zone)
         self.known: Known | None = None  # set by the check pass
+        self._places: dict[int, tuple[str, str]] = {}  # fleet index: its file and name
 
     @property
     def commands_per_device(self) -> int:
@@ -299,14 +206,28 @@ class Plan:
                     continue
                 missing_reported: set[str] = set()
                 batch: list[tuple[int, Device, tuple[Request, ...]]] = []
+                skip = None
+                if settled is not None and known is not None:
+                    skip = (
+                        functools.partial(_skip, settled, known, index, stats)
+                        if known.duplicates
+                        else functools.partial(_skip_unique, settled, stats)
+                    )
                 for position, device in enumerate(
-                    iter_fleet(spec, index, self.loaded.path, doc, problems, strict=self.strict)
+                    iter_fleet(
+                        spec,
+                        index,
+                        self.loaded.path,
+                        doc,
+                        problems,
+                        strict=self.strict,
+                        settled=skip,  # a CSV row found settled: not even checked again
+                    )
                 ):
-                    if (
-                        settled is not None
-                        and known is not None
-                        and (index, position) not in known.duplicates
-                        and settled(stats.devices, device.imei)
+                    if skip is not None and (
+                        device.variables is SETTLED_ROW  # a CSV row iter_fleet found settled
+                        if spec.csv is not None
+                        else skip(position, device.imei)
                     ):
                         count.devices += 1
                         stats.devices += 1
@@ -353,11 +274,14 @@ class Plan:
     ) -> Iterator[DeviceWork]:
         """A batch of rendered devices, each once across the job (one lookup per batch)."""
         assert seen is not None
-        firsts = seen.add_many(
-            [(d.imei, f"{d.file}:{d.line} (fleet {d.fleet})") for _, d, _ in batch]
-        )
-        for (position, device, requests), first in zip(batch, firsts, strict=True):
-            if first is not None:
+        # a place is (fleet, line) in one number; a fleet's devices share its file and name
+        first_device = batch[0][1]
+        self._places[index] = (first_device.file, first_device.fleet)
+        firsts = seen.add_many([(d.imei, index << 32 | d.line) for _, d, _ in batch])
+        for (position, device, requests), place in zip(batch, firsts, strict=True):
+            if place is not None:
+                file, fleet = self._places[place >> 32]
+                first = f"{file}:{place & 0xFFFFFFFF} (fleet {fleet})"
                 count.duplicates += 1
                 stats.duplicates += 1
                 duplicates.add((index, position))

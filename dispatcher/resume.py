@@ -15,12 +15,18 @@
   sent, the platform's history settles them (``recover_in_doubt``), compared with what
   was sent (the rows' request fingerprints, see ``sent``).
 - Settled rows (ok, failed, skipped) are never sent again; pending ones are.
+- A rerun of a run the ledger holds opens the ledger (and owns the run) before the check
+  pass, so that the one pass over the fleet also compares every device's requests with
+  what the run stored (``open_early``); the comparison only reads, and every refusal
+  still comes after the check and before anything is sent.
 """
 
 from __future__ import annotations
 
 import shlex
 import signal
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -31,7 +37,7 @@ from dispatcher.check import CheckedJob, inputs_hash
 from dispatcher.config import Config
 from dispatcher.engine import Totals
 from dispatcher.errors import Aborted, InputError, LedgerError, RunRefused
-from dispatcher.jobfile import load_job
+from dispatcher.jobfile import LoadedJob, load_job
 from dispatcher.ledger import (
     DONE,
     InDoubt,
@@ -42,14 +48,14 @@ from dispatcher.ledger import (
     parse_target,
     read_run,
 )
-from dispatcher.ledger.open import exists
+from dispatcher.ledger.open import exists, open_existing
 from dispatcher.limiter import RateLimiter
 from dispatcher.onenet.access import base_url_from
 from dispatcher.onenet.transport import PlatformQueries
 from dispatcher.problems import Problems
 from dispatcher.reconcile import ReconcileReport, reconcile_run
 from dispatcher.runopts import RunOptions, RunResult
-from dispatcher.sent import sent_requests
+from dispatcher.sent import Comparison, sent_requests
 from dispatcher.shards import WHOLE, Shard, shard_siblings
 from dispatcher.timewindow import Window
 
@@ -172,6 +178,45 @@ def nothing_left(options: RunOptions, config: Config) -> RunResult | None:
         resumed=True,
         first_started_at=previous.first_started_at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Early:
+    """What a rerun learned before its check pass (all None for a first run)."""
+
+    loaded: LoadedJob | None = None  # the job, loaded once for the run id and the check
+    ledger: LedgerStore | None = None  # the run's ledger, open and the run owned
+    comparison: Comparison | None = None  # to ride on the check pass (``check_job(consume=)``)
+
+
+def open_early(options: RunOptions, ledger_path: LedgerTarget, stack: ExitStack) -> Early:
+    """A rerun's ledger opened and its run owned before the check pass, so that the pass
+    compares request hashes too (one rendering of a million devices, not two).
+
+    Only an existing ledger that holds the run with the same job fingerprint: a first
+    run, a job that does not load, a ledger that cannot be opened, or a changed job
+    (refused after the check) take the usual order: check first, then the ledger
+    (created when missing). A run owned by another process is refused here, still
+    before anything is sent.
+    """
+    if options.simulate:
+        return Early()  # a simulated run's id is new each time: nothing to compare with
+    try:
+        loaded = load_job(options.job)
+    except InputError:
+        return Early()  # the check reports it
+    if not exists(ledger_path):
+        return Early(loaded)
+    try:
+        ledger = stack.enter_context(open_existing(ledger_path))
+    except (LedgerError, InputError):
+        return Early(loaded)  # opened after the check again, which says what is wrong
+    run_id = options.run_id or loaded.job.name
+    ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
+    previous = ledger.run(run_id)
+    if previous is None or previous.job_hash != loaded.job.fingerprint():
+        return Early(loaded, ledger)
+    return Early(loaded, ledger, Comparison(ledger, run_id))
 
 
 def refuse_ended(previous: RunRecord | None, run_id: str, *, override_abort: bool) -> None:

@@ -1,8 +1,12 @@
 """``run``: check the job, open the ledger, send what is left to send, and say how it went.
 
 This wires the parts together for one invocation; the sending itself is the
-engine's. Everything that can be wrong with the input is found before the ledger
-is touched or a request leaves.
+engine's. Everything that can be wrong with the input is found before anything is
+written to the ledger or a request leaves. A first run checks before it opens (or
+creates) its ledger; a rerun of a run the ledger holds opens it and owns the run first,
+so that the check pass also compares each device's requests with what the run stored
+(``resume.open_early``): the comparison only reads, and its refusal comes after the
+check's.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import contextlib
 import dataclasses
 import functools
 import secrets
-import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -49,6 +52,7 @@ from dispatcher.resume import (
     end_state,
     ledger_file,
     nothing_left,
+    open_early,
     recover_in_doubt,
     refuse_ended,
     refuse_other_split,
@@ -56,6 +60,7 @@ from dispatcher.resume import (
 )
 from dispatcher.rolloutspec import RampSpec
 from dispatcher.runopts import UNLIMITED_RATE, RunOptions, RunResult
+from dispatcher.runsignals import watch_signals
 from dispatcher.sent import (
     FleetChanges,
     accept_settled,
@@ -76,30 +81,44 @@ def run_job(options: RunOptions) -> RunResult:
     done = nothing_left(options, config)
     if done is not None:
         return done
-    checked = check_job(options.job, now=now, strict=options.strict)
-    job = checked.plan.job
-    if options.simulate:
-        target = "simulator"
-        auth_factory = None
-    else:
-        target = base_url_from(options.base_url or config.base_url)
-        auth_factory = authenticator_for(config)
-    run_id = options.run_id or (
-        f"{job.name}-simulated-{now.strftime('%Y%m%dT%H%M%S')}" if options.simulate else job.name
-    )
     ledger_path = ledger_file(options, config)
-    fingerprint = job.fingerprint()
-    if options.imei_file is not None:
-        options = dataclasses.replace(options, imeis=read_imei_file(options.imei_file))
-    unknown = sorted(set(options.fleets) - {f.name for f in job.fleets})
-    if unknown:
-        raise InputError(
-            f"--fleet {', '.join(unknown)}: no such fleet in the job ({', '.join(f.name for f in job.fleets)})"
+    with contextlib.ExitStack() as stack:
+        # A rerun opens its ledger first: the check pass then compares request hashes too.
+        early = open_early(options, ledger_path, stack)
+        checked = check_job(
+            options.job,
+            now=now,
+            strict=options.strict,
+            loaded=early.loaded,
+            consume=early.comparison.consume if early.comparison is not None else None,
         )
-    # every log event of this run carries its run id (JSON lines under systemd and in CI)
-    with open_ledger(ledger_path) as ledger, structlog.contextvars.bound_contextvars(run_id=run_id):
-        # a shard owns its own rows: the shards of a run send side by side on a shared ledger
-        ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
+        job = checked.plan.job
+        if options.simulate:
+            target = "simulator"
+            auth_factory = None
+        else:
+            target = base_url_from(options.base_url or config.base_url)
+            auth_factory = authenticator_for(config)
+        run_id = options.run_id or (
+            f"{job.name}-simulated-{now.strftime('%Y%m%dT%H%M%S')}"
+            if options.simulate
+            else job.name
+        )
+        fingerprint = job.fingerprint()
+        if options.imei_file is not None:
+            options = dataclasses.replace(options, imeis=read_imei_file(options.imei_file))
+        unknown = sorted(set(options.fleets) - {f.name for f in job.fleets})
+        if unknown:
+            raise InputError(
+                f"--fleet {', '.join(unknown)}: no such fleet in the job ({', '.join(f.name for f in job.fleets)})"
+            )
+        ledger = early.ledger
+        if ledger is None:
+            ledger = stack.enter_context(open_ledger(ledger_path))
+            # a shard owns its own rows: the shards of a run send side by side on a shared ledger
+            ledger.lock(run_id, options.shard.index if options.shard.count > 1 else None)
+        # every log event of this run carries its run id (JSON lines under systemd and in CI)
+        stack.enter_context(structlog.contextvars.bound_contextvars(run_id=run_id))
         previous = ledger.run(run_id)
         refuse_other_split(previous, options, config, run_id)
         window = window_for(previous, checked, fingerprint, target, run_id, now)
@@ -107,7 +126,12 @@ def run_job(options: RunOptions) -> RunResult:
         changes = FleetChanges()
         if previous is not None:
             # Before anything is sent: does each device still render what the run stored?
-            changes = find_changes(ledger, run_id, checked.plan)
+            # (compared on the check pass when the ledger was opened before it)
+            changes = (
+                early.comparison.changes
+                if early.comparison is not None
+                else find_changes(ledger, run_id, checked.plan)
+            )
         kept_as_sent = refuse_or_accept(
             ledger, run_id, changes, accept=options.accept_changed_fleet
         )
@@ -276,7 +300,7 @@ async def _send_all(
             stop=stop,
         )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, engine, stop, result, config.shutdown.grace)
+            tg.start_soon(watch_signals, engine, stop, result, config.shutdown.grace)
             if options.console is not None:
                 tg.start_soon(
                     functools.partial(
@@ -335,33 +359,6 @@ async def _platform(
     async with running_simulator(sim_config, host="127.0.0.1", port=0) as sim:
         log.info("simulator_started", base_url=sim.base_url)
         yield sim.base_url, simulated, (key,)
-
-
-async def _watch_signals(
-    engine: Engine, stop: anyio.Event, result: RunResult, grace: float
-) -> None:
-    """First SIGINT/SIGTERM: stop taking work, let requests in flight finish (up to a grace
-    period). A second one, or the end of the grace period: stop at once."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if result.signal is None:
-                result.signal = int(signum)
-                log.warning("stopping", signal=signal.Signals(signum).name, grace_seconds=grace)
-                stop.set()
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_grace, engine, grace)
-                    async for _ in signals:
-                        log.warning("stopping_now")
-                        engine.hard_stop()
-                        tg.cancel_scope.cancel()
-                        break
-                    tg.cancel_scope.cancel()
-
-
-async def _grace(engine: Engine, grace: float) -> None:
-    await anyio.sleep(grace)
-    log.warning("grace_period_over")
-    engine.hard_stop()
 
 
 def _rollout(

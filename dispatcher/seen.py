@@ -51,37 +51,48 @@ class SeenImeis:
         self._db.execute("PRAGMA journal_mode=OFF")  # scratch data: nothing to recover
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("BEGIN")
-        self._db.execute("CREATE TABLE seen (imei INTEGER PRIMARY KEY, place TEXT NOT NULL)")
+        # A place is the caller's number for where the IMEI was seen (the plan's: fleet and
+        # line), not its text: a million rows are inserted on every check pass.
+        self._db.execute("CREATE TABLE seen (imei INTEGER PRIMARY KEY, place INTEGER NOT NULL)")
 
-    def add(self, imei: str, place: str) -> str | None:
+    def add(self, imei: str, place: int) -> int | None:
         """Record ``imei``; None if new, else the place where it was first seen."""
         cur = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (int(imei), place))
         if cur.rowcount == 1:
             return None
         row = self._db.execute("SELECT place FROM seen WHERE imei = ?", (int(imei),)).fetchone()
-        return str(row[0])
+        return int(row[0])
 
-    def add_many(self, rows: list[tuple[str, str]]) -> list[str | None]:
-        """``add`` for a batch of ``(imei, place)``, in order: three statements, not two per row."""
-        out: list[str | None] = [None] * len(rows)
-        keys = [int(imei) for imei, _ in rows]
-        known: dict[int, str] = {}
+    def add_many(self, rows: list[tuple[str, int]]) -> list[int | None]:
+        """``add`` for a batch of ``(imei, place)``, in order; each place is its row's own.
+
+        The batch's first sightings are inserted at once, ignoring IMEIs already there;
+        only when fewer rows went in than were offered (a duplicate of an earlier batch,
+        rare) are the places looked up: one statement per batch in the usual case.
+        """
+        out: list[int | None] = [None] * len(rows)
+        firsts: dict[int, int] = {}  # key: place of its first row in this batch
+        for i, (imei, place) in enumerate(rows):
+            key = int(imei)
+            first = firsts.get(key)
+            if first is None:
+                firsts[key] = place
+            else:
+                out[i] = first  # a duplicate within this same batch
+        cur = self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", firsts.items())
+        if cur.rowcount == len(firsts):
+            return out
+        keys = list(firsts)
+        stored: dict[int, int] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            known.update(
+            stored.update(
                 self._db.execute(f"SELECT imei, place FROM seen WHERE imei IN ({marks})", chunk)
             )
-        new: list[tuple[int, str]] = []
-        for i, key in enumerate(keys):
-            first = known.get(key)
-            if first is not None:
-                out[i] = first
-                continue
-            place = rows[i][1]
-            known[key] = place  # a duplicate later in this same batch
-            new.append((key, place))
-        self._db.executemany("INSERT INTO seen VALUES (?, ?)", new)
+        for i, (imei, place) in enumerate(rows):
+            first = stored[int(imei)]
+            out[i] = None if first == place else first  # an earlier batch's, or this one's
         return out
 
     def close(self) -> None:

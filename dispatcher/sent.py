@@ -72,41 +72,74 @@ def _batches(items: Iterable[DeviceWork]) -> Iterator[list[DeviceWork]]:
         yield batch
 
 
-def find_changes(ledger: LedgerStore, run_id: str, plan: Plan) -> FleetChanges:
-    """Every device of ``plan`` whose rendered requests differ from the hashes ``run_id`` stored."""
-    changes = FleetChanges()
-    for batch in _batches(plan.devices(Problems())):
+class Comparison:
+    """Compares each device of a pass with the request hashes a run stored, batch by batch.
+
+    Read-only, so it can ride on the check pass (``check_job(consume=...)``): the pass
+    renders and hashes every device once, and the ledger is read per batch while it goes.
+    Nothing is refused here: ``changes`` is what ``refuse_or_accept`` decides on, after
+    the check found the input sound.
+    """
+
+    def __init__(self, ledger: LedgerStore, run_id: str) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.changes = FleetChanges()
+
+    def consume(self, works: Iterable[DeviceWork]) -> None:
+        """Compare every device of ``works`` (a whole pass, in its order)."""
+        for batch in _batches(works):
+            self.add(batch)
+
+    def add(self, batch: list[DeviceWork]) -> None:
+        changes = self.changes
+        settled = changes.settled
         stored: dict[str, dict[int, tuple[str | None, bool]]] = {}
         done: dict[str, int] = {}  # rows settled, by device
-        for imei, command, digest, status, ever_sent in ledger.stored_requests(
-            run_id, [w.device.imei for w in batch]
+        for imei, command, digest, status, ever_sent in self.ledger.stored_requests(
+            self.run_id, [w.device.imei for w in batch]
         ):
-            stored.setdefault(imei, {})[command] = (digest, ever_sent or status != "pending")
+            rows = stored.get(imei)
+            if rows is None:
+                rows = stored[imei] = {}
+            rows[command] = (digest, bool(ever_sent) or status != "pending")
             if status in _DONE:
                 done[imei] = done.get(imei, 0) + 1
         for work in batch:
             imei = work.device.imei
             rows = stored.get(imei)
             if rows is None:
-                changes.settled.append(NOT_SETTLED)
+                settled.append(NOT_SETTLED)
                 continue  # a device this run has not registered yet: nothing to compare
             differs = False
             first_unsent: int | None = None
             for request in work.requests:
                 ours = request.digest
                 stored_digest, ever_sent = rows.get(request.index, (ours, False))
+                if stored_digest == ours:
+                    continue
                 if stored_digest is None:
                     changes.legacy.append((request.imei, request.index, ours))
-                elif stored_digest != ours:
+                else:
                     differs = True
                     if not ever_sent and first_unsent is None:
                         first_unsent = request.index
             if differs:
                 sent = any(ever for _, ever in rows.values())
                 changes.changed.append(Changed(work, sent, first_unsent))
-            all_done = not differs and done.get(imei, 0) == len(work.requests) == len(rows)
-            changes.settled.append(hash(imei) if all_done else NOT_SETTLED)
-    return changes
+                settled.append(NOT_SETTLED)
+            elif done.get(imei, 0) == len(work.requests) == len(rows):
+                settled.append(hash(imei))
+            else:
+                settled.append(NOT_SETTLED)
+
+
+def find_changes(ledger: LedgerStore, run_id: str, plan: Plan) -> FleetChanges:
+    """Every device of ``plan`` whose rendered requests differ from the hashes ``run_id`` stored
+    (a pass of its own: when the check pass could not compare, see ``Comparison``)."""
+    comparison = Comparison(ledger, run_id)
+    comparison.consume(plan.devices(Problems()))
+    return comparison.changes
 
 
 def refuse_or_accept(

@@ -38,6 +38,7 @@ PARSING = (
     "dispatcher.rolloutspec",
     "dispatcher.schema_errors",
     "dispatcher.seen",
+    "dispatcher.template",
     "dispatcher.timewindow",
     "dispatcher.waves",
     "dispatcher.yamlfile",

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from dispatcher.fleets import Device
 from dispatcher.imei import luhn_check_digit
 from dispatcher.jobfile import Command, PlatformOptions
-from dispatcher.plan import _Template
+from dispatcher.template import Template
 
 
 def _reference_luhn(first14: str) -> int:
@@ -42,7 +42,7 @@ def test_filled_template_equals_encoding_the_filled_body(
             {"res_id": 2, "val": "{w}-{v}"},
         ]}}
     )  # fmt: skip
-    template = _Template(0, command, PlatformOptions())
+    template = Template(0, command, PlatformOptions())
     device = Device("865820031234565", "f", {"v": value, "w": other}, "f.csv", 2)
     expected = {
         "data": [{"res_id": 1, "val": prefix + value}, {"res_id": 2, "val": f"{other}-{value}"}]

@@ -217,12 +217,13 @@ def test_reconcile_after_an_accepted_change_compares_with_what_was_sent(
     assert body == {"data": [{"res_id": 5750, "val": "10.0.0.1"}]}
 
 
-def test_a_full_path_resume_renders_settled_devices_no_third_time(
+def test_a_full_path_resume_renders_settled_devices_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The comparison pass learns which devices are settled; the producer streams them
-    unrendered and unregistered: a device is rendered by the check and the comparison
-    only, and only the unsettled ones a third time (to be sent)."""
+    """The check pass also compares request hashes (the ledger is opened before it) and
+    learns which devices are settled; the producer streams them unrendered and
+    unregistered: a settled device is rendered once (the check), and only the unsettled
+    ones a second time (to be sent)."""
     job = _job(tmp_path)
     ledger = tmp_path / "ledger.sqlite"
     rendered: Counter[str] = Counter()
@@ -244,6 +245,6 @@ def test_a_full_path_resume_renders_settled_devices_no_third_time(
         assert run(job, sim, ledger) == 0
         assert len(sim.commands) == 2 * 51
         assert len({(c.imei, c.op) for c in sim.commands}) == 2 * 51
-    assert {i: 2 for i in done} == {i: rendered[i] for i in done}
-    assert {3} == {n for i, n in rendered.items() if i not in done}
+    assert {i: 1 for i in done} == {i: rendered[i] for i in done}
+    assert {2} == {n for i, n in rendered.items() if i not in done}
     assert 51 == len(rendered)

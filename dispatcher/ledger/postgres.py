@@ -261,16 +261,13 @@ class PostgresLedger(PgReportQueries):
 
     def stored_requests(
         self, run_id: str, imeis: Sequence[str]
-    ) -> list[tuple[str, int, str | None, str, bool]]:
-        rows = self._fetch(
-            "SELECT imei, command, request_hash, status, sent_at IS NOT NULL FROM items"
+    ) -> list[tuple[str, int, str | None, str, int]]:
+        rows: list[tuple[str, int, str | None, str, int]] = self._fetch(
+            "SELECT imei, command, request_hash, status, (sent_at IS NOT NULL)::int FROM items"
             " WHERE run_id = %s AND imei = ANY(%s)",
             (run_id, list(imeis)),
         )
-        return [
-            (imei, command, digest, status, bool(sent))
-            for imei, command, digest, status, sent in rows
-        ]
+        return rows
 
     def store_hashes(self, run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
         self._write(
