@@ -228,7 +228,7 @@ class Engine:
                 if rollout.shard is not None and not rollout.shard.owns(device.device.imei):
                     continue
                 if not device.requests:
-                    # settled before this run (the resume's comparison pass found every
+                    # settled before this run (the resume's comparison found every
                     # row ok, failed or skipped): nothing to register or send
                     self.totals.planned_devices += 1
                     self.totals.already_done += 1
