@@ -29,6 +29,7 @@ pytestmark = pytest.mark.anyio
 
 SERVER_IDLE = 0.3
 TOTAL = 240
+ROUNDS = 20  # at most, of TOTAL requests each, to see the race lost at least once
 
 
 def write_request(n: int) -> Request:
@@ -94,11 +95,21 @@ async def test_pool_idle_below_the_server_idle_timeout_loses_nothing() -> None:
 
 async def test_pool_idle_above_the_server_idle_timeout_loses_requests_unseen() -> None:
     """The same traffic with the client's keep-alive above the server's: requests die unanswered, unseen."""
-    kinds, seen, queued = await bursts(SERVER_IDLE * 10)
-    lost = TOTAL - seen
+    # A request is lost when it meets the server's close: a race, usually lost a dozen
+    # times in 240 requests, but a busy machine shifts every timing. The traffic is sent
+    # again (a new simulator each time) until some are lost, a bounded number of times.
+    kinds: Counter[Kind] = Counter()
+    seen = queued = total = 0
+    for _ in range(ROUNDS):
+        round_kinds, round_seen, round_queued = await bursts(SERVER_IDLE * 10)
+        kinds += round_kinds
+        seen, queued, total = seen + round_seen, queued + round_queued, total + TOTAL
+        if seen < total:
+            break
+    lost = total - seen
     print(f"keep-alive above the server's: {dict(kinds)}, {lost} never reached the server")
     assert lost > 0
     assert seen == queued
     # each lost request is one the client could not tell from a queued one
-    assert TOTAL - lost == kinds[Kind.OK]
+    assert total - lost == kinds[Kind.OK]
     assert lost == kinds[Kind.IN_DOUBT] + kinds[Kind.RETRY]
