@@ -27,6 +27,34 @@ settings.load_profile(
 )
 
 
+# What a developer's shell or a CI runner may export that changes what the tool prints
+# (colour codes, line width) or which key, debug mode or step summary it uses: every test
+# starts without them, and one that needs a value sets it. The PostgreSQL variables stay:
+# they may be how ONENET_TEST_PG_URL's server lets the developer in.
+FROM_THE_SHELL = (
+    "FORCE_COLOR",
+    "NO_COLOR",
+    "CLICOLOR_FORCE",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "COLUMNS",
+    "LINES",
+    "GITHUB_STEP_SUMMARY",
+    "CREDENTIALS_DIRECTORY",
+    "ONENET_API_KEY",
+    "ONENET_ACCESS_KEY",
+    "ONENET_DISPATCH_DEBUG",
+    "ONENET_SIM_API_KEY",
+    "ONENET_SIM_ACCESS_KEY",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_shell_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in FROM_THE_SHELL:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
