@@ -167,12 +167,17 @@ def shard_counts(rows: Iterable[Any], count: int) -> list[dict[str, object]]:
     """
     statuses: list[Counter[str]] = [Counter() for _ in range(count)]
     devices = [0] * count
-    last, k = "", 0
+    # A device's rows are registered together by its shard's one process, so among its
+    # shard's rows they come one after another. Not among the run's rows: shards
+    # registering side by side in one PostgreSQL ledger draw row ids from one sequence,
+    # so another shard's row may sit between a device's two. Hence the last IMEI seen
+    # per shard (a set of every IMEI would cost a million-device run its memory).
+    last = [""] * count
     for row in rows:
-        # a device's rows are registered together, so they come one after another
-        if row["imei"] != last:
-            last = row["imei"]
-            k = shard_of(last, count)
+        imei = row["imei"]
+        k = shard_of(imei, count)
+        if imei != last[k]:
+            last[k] = imei
             devices[k] += 1
         statuses[k][row["status"]] += 1
     return [

@@ -44,7 +44,8 @@ class SimThread:
 
     def start(self) -> Simulator:
         self._thread.start()
-        if not self._ready.wait(10):
+        # generous: on a busy machine the thread may wait a while for a core
+        if not self._ready.wait(60):
             raise RuntimeError("simulator did not start")
         assert self.sim is not None
         return self.sim
@@ -52,7 +53,7 @@ class SimThread:
     def stop(self) -> None:
         if self._stop is not None:
             anyio.from_thread.run_sync(self._stop.set, token=self._token)
-        self._thread.join(10)
+        self._thread.join(60)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.anyio
 
 SERVER_IDLE = 0.3
 TOTAL = 240
+ROUNDS = 20  # at most, of TOTAL requests each, to see the race lost at least once
 
 
 def write_request(n: int) -> Request:
@@ -43,12 +44,15 @@ async def test_simulator_closes_a_connection_idle_for_its_keepalive_timeout() ->
         host, port = sim.base_url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
+            # Timed from before the request, on the loop's clock the server (in this loop)
+            # times its idle connections by: its idle time starts after the answer, so the
+            # close comes 0.2 s after this at the earliest, however late this task reads the answer.
+            started = anyio.current_time()
             writer.write(b"GET /_sim/stats HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             await reader.readexactly(length)
-            started = anyio.current_time()
-            with anyio.fail_after(5):
+            with anyio.fail_after(60):  # a hang, not a timing: the close is due in 0.2 s
                 assert b"" == await reader.read(1)  # EOF: the server closed it
             assert anyio.current_time() - started >= 0.15
         finally:
@@ -91,11 +95,21 @@ async def test_pool_idle_below_the_server_idle_timeout_loses_nothing() -> None:
 
 async def test_pool_idle_above_the_server_idle_timeout_loses_requests_unseen() -> None:
     """The same traffic with the client's keep-alive above the server's: requests die unanswered, unseen."""
-    kinds, seen, queued = await bursts(SERVER_IDLE * 10)
-    lost = TOTAL - seen
+    # A request is lost when it meets the server's close: a race, usually lost a dozen
+    # times in 240 requests, but a busy machine shifts every timing. The traffic is sent
+    # again (a new simulator each time) until some are lost, a bounded number of times.
+    kinds: Counter[Kind] = Counter()
+    seen = queued = total = 0
+    for _ in range(ROUNDS):
+        round_kinds, round_seen, round_queued = await bursts(SERVER_IDLE * 10)
+        kinds += round_kinds
+        seen, queued, total = seen + round_seen, queued + round_queued, total + TOTAL
+        if seen < total:
+            break
+    lost = total - seen
     print(f"keep-alive above the server's: {dict(kinds)}, {lost} never reached the server")
     assert lost > 0
     assert seen == queued
     # each lost request is one the client could not tell from a queued one
-    assert TOTAL - lost == kinds[Kind.OK]
+    assert total - lost == kinds[Kind.OK]
     assert lost == kinds[Kind.IN_DOUBT] + kinds[Kind.RETRY]

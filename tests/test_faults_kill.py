@@ -187,11 +187,11 @@ def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
             )
             started = time.monotonic()
             proc = spawn(job, sim, ledger, log)
-            alive = wait_for(reached(point, sim, before, started), proc, 60)
+            alive = wait_for(reached(point, sim, before, started), proc, 120)
             if not alive:
                 break  # the run finished before this point: the rest of the plan is moot
             proc.send_signal(signal.SIGKILL)
-            assert -signal.SIGKILL == proc.wait(10)
+            assert -signal.SIGKILL == proc.wait(60)
             settle(sim)
             where = f"kill {n + 1} (+{len(sim.commands) - before} queued, {time.monotonic() - started:.2f} s)"
             kills.append(where)
@@ -207,7 +207,7 @@ def test_kill_9_at_many_points_loses_nothing_and_sends_nothing_twice(
             )
 
         final = spawn(job, sim, ledger, log)
-        code = final.wait(120)
+        code = final.wait(300)
         settle(sim)
         sent = queued(sim)
         requests = len(sim.requests)

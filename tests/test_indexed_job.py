@@ -30,6 +30,7 @@ SHARDS = 4
 DEVICES = 240
 RUN_ID = "zone-a-indexed"
 KILLED = 2  # the index whose pod is lost
+RESUMABLE = (0, 1, 4)  # exit codes of a pod whose index the same command line resumes
 # exactly what deploy/k8s/rollout-job.yaml runs, with the variable the Job sets
 POD = (
     'exec "$PYTHON" -m dispatcher run "$JOB" --config "$CONFIG" --run-id "$RUN_ID"'
@@ -102,6 +103,18 @@ def _status(env: dict[str, str]) -> dict[str, object]:
     return data
 
 
+def _unsettled_shards(status: dict[str, object]) -> list[int]:
+    """The shards with a row not ok, or devices not registered yet (a lost pod's)."""
+    shards = status["shards"]
+    assert isinstance(shards, list)
+    per_shard = Counter(shard_of(imei(i), SHARDS) for i in range(DEVICES))
+    return [
+        k
+        for k, shard in enumerate(shards)
+        if set(shard["counts"]) != {"ok"} or shard["devices"] < per_shard[k]
+    ]
+
+
 def test_four_shard_pods_one_killed_and_retried_command_each_device_once(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -136,19 +149,32 @@ def test_four_shard_pods_one_killed_and_retried_command_each_device_once(
         assert -signal.SIGKILL == pods[KILLED].wait(30)
         assert queued < 2 * len(mine), "pod 2 had finished: the kill proves nothing"
         codes = {k: p.wait(300) for k, p in pods.items() if k != KILLED}
-        assert {0: 0, 1: 0, 3: 0} == codes, log.read_text(errors="replace")[-3000:]
+        # A pod may end resumable on a busy machine, its answers later than the 1 s read
+        # timeout: 1 (rows left in doubt) or 4 (the platform looked unavailable); Kubernetes
+        # retries that index as it retries the lost one.
+        assert {0: 0, 1: 0, 3: 0} == {k: 0 if c in RESUMABLE else c for k, c in codes.items()}, (
+            log.read_text(errors="replace")[-3000:]
+        )
 
-        # Kubernetes retries the index: the same command line, the same environment.
-        # A row in doubt whose request never arrived is settled once it is older than the
-        # read timeout (and the margin): the retry is run again until none is left.
-        for _ in range(10):
-            retry = _pod(KILLED, env, log)
-            assert retry.wait(300) in (0, 1), log.read_text(errors="replace")[-3000:]
-            counts = _status(env)["counts"]
-            assert isinstance(counts, dict)
-            if not counts.get("in_doubt"):
-                break
+        # Kubernetes retries each index until its pod succeeds: the same command line, the
+        # same environment. A row in doubt is settled by the platform's history, or, when
+        # its request never arrived, once it is older than the read timeout and the margin
+        # (docs/reliability.md); a retry on a busy machine may leave new ones (its own
+        # answers late). So the retries go on until the run is complete, within a deadline
+        # no load reaches, never a count of tries that a slow stretch can use up.
+        retries: Counter[int] = Counter()
+        deadline = time.monotonic() + 600
+        while left := _unsettled_shards(_status(env)):
+            assert time.monotonic() < deadline, (
+                f"shards {left} not settled after retries {dict(retries)}: "
+                + log.read_text(errors="replace")[-3000:]
+            )
+            for k in left:
+                retry = _pod(k, env, log)
+                assert retry.wait(300) in RESUMABLE, log.read_text(errors="replace")[-3000:]
+                retries[k] += 1
             time.sleep(2)
+        assert retries[KILLED] >= 1
         commands = _commands(base_url)
         status = _status(env)
     finally:

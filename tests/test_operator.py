@@ -90,7 +90,9 @@ def test_without_a_terminal_logs_are_json_lines_with_the_run_id(tmp_path: Path) 
     names = [e["event"] for e in events]
     assert "run_started" == names[0] and "run_ended" == names[-1]
     assert names.count("progress") >= 1
-    assert len(events) < 30  # never a line per device
+    # never a line per device; progress lines come per interval, as many as the run takes
+    # (more on a busy machine), so they are not counted here
+    assert len([name for name in names if name != "progress"]) < 30
     progress = [e for e in events if e["event"] == "progress"]
     # one basis per name: run_* counts rows of the whole run, invocation_* this invocation
     for e in progress:

@@ -5,7 +5,6 @@ The tests taking ``ledger_target`` run twice: on a SQLite ledger and on a Postgr
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -269,19 +268,30 @@ def test_reconcile_command_settles_in_doubt_rows(
 
 
 def test_rate_and_concurrency_hold(tmp_path: Path) -> None:
-    """No 1-second window holds more than the rate (+5 %), and no more than `concurrency` in flight."""
+    """The k-th request never arrives before k intervals of the rate from the start, and no
+    more than `concurrency` are in flight."""
     job = write_job(tmp_path, 150, rate=100, concurrency=4)
     ledger = tmp_path / "ledger.sqlite"
-    with simulator(latency=0.02) as sim:
+    # The simulator stamps arrivals on a steady clock (wall time as of now, then monotonic
+    # like the limiter's), so a clock step cannot move them.
+    offset = time.time() - time.monotonic()
+
+    def steady() -> float:
+        return time.monotonic() + offset
+
+    with simulator(latency=0.02, now=steady) as sim:
+        started = steady()
         assert run(job, sim, ledger) == 0
         arrivals = sorted(r.received_at for r in sim.requests)
         assert sim.max_in_flight <= 4
     assert 300 == len(arrivals)
-    worst = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
-    assert worst <= 105
-    # evenly spaced: no two sends closer than a fraction of the 10 ms interval
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert sorted(gaps)[len(gaps) // 2] >= 0.008
+    # The limiter's slots are an interval apart from the first, which is not before the
+    # start, and a request leaves at its slot or later: so however a busy machine delays
+    # and bunches requests, the k-th arrival is at least k intervals after the start. (That
+    # no 1-s window holds more than the rate, stalls or not, test_limiter proves on a
+    # virtual clock: on the wire it would be a timed assertion, lost to any stall.)
+    early = [(k, t - started) for k, t in enumerate(arrivals) if t < started + k / 100]
+    assert [] == early, "requests ahead of the rate (index, seconds after the start)"
 
 
 def test_interrupted_run_resumes_without_duplicates(
@@ -294,7 +304,7 @@ def test_interrupted_run_resumes_without_duplicates(
         finished = threading.Event()
 
         def interrupt() -> None:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120  # generous: a busy machine starts slowly
             while len(sim.commands) < 100 and time.monotonic() < deadline and not finished.is_set():
                 time.sleep(0.005)
             if not finished.is_set():

@@ -15,6 +15,7 @@ from dispatcher.cli import main
 from dispatcher.errors import InputError, RunRefused
 from dispatcher.ledger import Ledger, MarkSending, Register, RunRecord
 from dispatcher.shards import Shard, parse_shard, shard_of
+from dispatcher.show import shard_counts
 from tests.helpers import API_KEY, imei, simulator, write_job
 from tests.pg import open_target
 
@@ -246,6 +247,26 @@ def test_two_ledgers_holding_the_same_rows_are_not_summed(
     capsys.readouterr()
     assert 2 == main(["report", str(tmp_path / "ledger.sqlite"), str(copy)])
     assert "not the shards of one run" in capsys.readouterr().err
+
+
+def test_status_counts_each_device_once_when_the_shards_rows_interleave() -> None:
+    """Shards registering side by side in one PostgreSQL ledger draw row ids from one
+    sequence, so another shard's row may come between a device's two: still one device."""
+    a = imei(0)
+    b = next(imei(i) for i in range(1, 100) if shard_of(imei(i), 2) != shard_of(a, 2))
+    rows = [
+        {"imei": a, "status": "ok"},
+        {"imei": b, "status": "ok"},
+        {"imei": a, "status": "ok"},
+        {"imei": b, "status": "failed"},
+    ]
+    by_shard = {s["shard"]: s for s in shard_counts(rows, 2)}
+    assert {"shard": f"{shard_of(a, 2)}/2", "devices": 1, "counts": {"ok": 2}} == by_shard[
+        f"{shard_of(a, 2)}/2"
+    ]
+    assert {"shard": f"{shard_of(b, 2)}/2", "devices": 1, "counts": {"failed": 1, "ok": 1}} == (
+        by_shard[f"{shard_of(b, 2)}/2"]
+    )
 
 
 def test_a_shard_recovers_only_its_own_rows_in_flight(ledger_target: str) -> None:
