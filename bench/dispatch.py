@@ -9,7 +9,8 @@
   job's ``rate.per_second`` (a job file takes at most 1,000/s). The limiter's code
   runs unchanged; it just never has to wait. For the throughput ceiling only.
 - ``--ablate ledger``: the run's ledger writer skips the "sending" marks and answers;
-  ``--ablate trace``: the client leaves out its second-send guard (aiohttp's trace hooks).
+  ``--ablate trace``: the client leaves out its second-send guard (its request class; the trace
+  hook that tells whether a request's headers left stays, the outcome classes need it).
 
 Each switch is an ``Ablations`` field the CLI passes to the constructors it concerns
 (``RateLimiter``, ``LedgerWriter``, ``OneNetClient``): nothing of the dispatcher is patched.

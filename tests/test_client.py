@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
+import os
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -210,6 +213,46 @@ async def test_our_client_sends_a_dropped_read_once() -> None:
         ) as client:
             outcome = await client.send(read_request(), *live())
         assert (Kind.IN_DOUBT, 1) == (outcome.kind, len(sim.commands))
+
+
+def _open_sockets() -> int:
+    """Sockets this process holds open (Linux: its fd table)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets in /proc")
+async def test_the_guard_leaves_no_connection_open_when_aiohttp_would_resend_on_a_pooled_one() -> (
+    None
+):
+    """The resend aiohttp attempts takes a second pooled connection: the guard refuses it
+    before a byte is written, the read is in doubt, and that connection is closed with the
+    session, not left open with nobody holding it (the garbage collector's 'unclosed
+    transport', whichever test it happens in)."""
+    config = SimulatorConfig(api_key="k")
+    async with running_simulator(config) as sim:
+        before = _open_sockets()
+        async with OneNetClient(
+            sim.base_url, ApiKeyAuth(Secret("k")), HttpConfig(), concurrency=2
+        ) as client:
+            # two writes at once: two connections, both back in the pool afterwards
+            writes = await asyncio.gather(
+                *(client.send(write_request(), *live()) for _ in range(2))
+            )
+            assert [Kind.OK, Kind.OK] == [w.kind for w in writes]
+            assert before + 4 == _open_sockets()  # two connections, both ends in this process
+            config.drop_after_queue_rate = 1.0
+            outcome = await client.send(read_request(), *live())
+        assert (Kind.IN_DOUBT, 3) == (outcome.kind, len(sim.commands))
+        # the server closes its ends once it reads the client's; give it a moment to
+        for _ in range(1000):  # up to 10 s
+            if _open_sockets() <= before:
+                break
+            await asyncio.sleep(0.01)
+        assert before == _open_sockets()
 
 
 async def test_without_the_guard_our_client_would_send_a_dropped_read_twice() -> None:

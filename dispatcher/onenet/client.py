@@ -7,14 +7,15 @@ a request's headers (the key) ever reaches a message.
 aiohttp quietly sends an idempotent request (GET, PUT, ...) a second time when a
 pooled connection drops before the answer. A cached *read* is a GET and is not
 idempotent: sent twice, it queues two commands. aiohttp has no public switch for
-this, so a trace hook counts the connections each request takes and refuses a
-second one: the request then ends ``in_doubt`` (or ``retry`` when not a byte of it
-was written) instead of being resent behind our back.
+this, so the session's request class counts the times each of our requests is
+about to be written and refuses a second: the request then ends ``in_doubt`` (or
+``retry`` when not a byte of it was written) instead of being resent behind our back.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextvars
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -57,18 +58,32 @@ class _Reply:
 
 @dataclass(slots=True)
 class _Attempt:
-    connections: int = 0
+    writes: int = 0
     headers_sent: bool = False
 
 
-async def _on_connection(
-    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object
-) -> None:
-    attempt = ctx.trace_request_ctx
-    if isinstance(attempt, _Attempt):
-        attempt.connections += 1
-        if attempt.connections > 1:
-            raise _SecondAttempt()
+# The request being exchanged, for _GuardedRequest (aiohttp builds a new request object
+# for its resend, so the count lives here; the exchange and its resend share one task).
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
+    "onenet_attempt", default=None
+)
+
+
+class _GuardedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, refused the second time one of ours is about to be written.
+
+    Refused here, before a byte is written, aiohttp closes the connection it took. (A
+    connection trace hook raising instead leaves a connection it took from the pool
+    open and held by nobody, until the garbage collector finds it.)
+    """
+
+    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        attempt = _ATTEMPT.get()
+        if attempt is not None:
+            attempt.writes += 1
+            if attempt.writes > 1:
+                raise _SecondAttempt()
+        return await super().send(conn)
 
 
 async def _on_headers_sent(
@@ -81,8 +96,6 @@ async def _on_headers_sent(
 
 def _trace_config() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
-    trace.on_connection_create_start.append(_on_connection)
-    trace.on_connection_reuseconn.append(_on_connection)
     trace.on_request_headers_sent.append(_on_headers_sent)
     return trace
 
@@ -133,7 +146,8 @@ class OneNetClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
-            trace_configs=[_trace_config()] if self._guard else [],
+            trace_configs=[_trace_config()],
+            request_class=_GuardedRequest if self._guard else aiohttp.ClientRequest,
             headers={"User-Agent": USER_AGENT},
             auto_decompress=True,
         )
@@ -227,6 +241,7 @@ class OneNetClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
         try:
             async with session.request(
                 method,
@@ -256,6 +271,8 @@ class OneNetClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             kind = Kind.IN_DOUBT if attempt.headers_sent else Kind.RETRY
             return Outcome(kind, error=f"connection failed: {self._text(exc)}")
+        finally:
+            _ATTEMPT.reset(token)
 
     def _text(self, exc: BaseException) -> str:
         """An exception as text with any secret blanked (aiohttp's reprs can carry headers)."""
