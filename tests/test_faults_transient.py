@@ -3,6 +3,7 @@ the platform's rate-limit errno, each retried a bounded number of times and neve
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import sqlite3
@@ -74,6 +75,34 @@ def test_retry_after_is_honoured(tmp_path: Path, status: int) -> None:
     # backoff alone would wait at most 0.01 s; the cap, 60 s
     assert 0.95 <= gap < 30.0, gap
     assert [("ok", command.uuid, 2, 200, None)] == rows(ledger)
+    # the retry was marked again at its own slot: reconciliation measures a row's age
+    # from the send that may still be on its way, not from the first one
+    db = sqlite3.connect(ledger)
+    try:
+        [(first, last)] = db.execute("SELECT first_sent_at, sent_at FROM items").fetchall()
+    finally:
+        db.close()
+    assert last - first >= 0.95, (first, last)
+
+
+def test_each_mark_carries_its_slot_time(tmp_path: Path) -> None:
+    """At 1/s with four workers, the four marks are queued together but their requests
+    leave a second apart: each row's sent_at is its own slot, not the time it was queued."""
+    job = write_job(tmp_path, 4, commands=WRITE, rate=1, concurrency=4)
+    ledger = tmp_path / "ledger.sqlite"
+    config = config_file(tmp_path, "retries: {attempts: 1}\n")
+    with simulator() as sim:
+        assert 0 == run(job, sim.base_url, ledger, config)
+        assert 4 == len(sim.commands)
+    db = sqlite3.connect(ledger)
+    try:
+        sent = [row[0] for row in db.execute("SELECT sent_at FROM items ORDER BY sent_at")]
+    finally:
+        db.close()
+    # the limiter's slots are a second apart whatever the machine's load (at most one
+    # slot in any 1-s window at this rate), and so are the marks' times
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert all(gap >= 0.95 for gap in gaps), gaps
 
 
 def test_http_503_every_time_gives_up_after_the_attempts(tmp_path: Path) -> None:

@@ -1,10 +1,16 @@
-"""The write-ahead step of a request's first attempt: its rate slot and its durable mark.
+"""The write-ahead step of each attempt of a request: its rate slot and its durable mark.
 
 The mark is queued when the slot is reserved, so the writer commits it with the marks of
 the other workers in one group, just before the earliest of their slots; the request
 leaves only once its mark is durable. A request that never left (the run stopped while
 it waited) has its row put back to pending; if the process dies first, the row stays
 ``sending``: in doubt, one per worker at most, and reconciliation settles it.
+
+The mark's ``sent_at`` is the slot's time, when the request is due to leave, not the
+time the mark was queued: reconciliation takes a row as "not queued" only once it is
+older than the read timeout and a margin, measured from ``sent_at``, and a request that
+waited for its slot (a whole group's share at a low rate) or for a retry must not look
+older than it is. A retry is marked again for the same reason.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ async def take_slot(
 ) -> bool:
     """Wait for the request's slot with its mark durable; False if it must not leave."""
     lead = limiter.reserve()
-    mark = writer.intend(request.imei, request.index, unix_now(), lead)
+    mark = writer.intend(request.imei, request.index, unix_now() + max(lead, 0.0), lead)
     sent = False
     try:
         if lead > 0:

@@ -332,14 +332,12 @@ class Engine:
         attempts = 0
         cap = self._settings.attempts
         while True:
-            if attempts == 0:
-                if not await take_slot(
-                    request, self._limiter, self._writer, self._clock, self._stop
-                ):
-                    return Status.PENDING, None
-            else:
-                await self._limiter.acquire()
-            if self._stop.is_set():
+            # every attempt marked at its slot's time (ahead.py): a retry that leaves long
+            # after the first attempt must not look older than it is to reconciliation
+            marked = await take_slot(request, self._limiter, self._writer, self._clock, self._stop)
+            if not marked and attempts == 0:
+                return Status.PENDING, None
+            if not marked or self._stop.is_set():
                 # A stop (signal, breaker, abort) came while this retry waited for its
                 # slot: it records the last attempt's answer as pending (provably not queued).
                 status = Status.PENDING
