@@ -138,8 +138,12 @@ class RateLimiter:
         rate = self._per_second * self._factor
         n = math.floor(rate) if rate >= WINDOW_MIN_RATE else 0
         if 0 < n <= len(granted) and granted[-n] + 1.0 > grant:
-            # held back by the window: count on from there, giving nothing more back
-            grant = slot = granted[-n] + 1.0
+            # Held back by the window until its oldest slot leaves. A burst that gave back
+            # a stall a second ago leaves all at once, and so may its echo now: the slots
+            # keep counting from the schedule while it is within the catch-up.
+            grant = granted[-n] + 1.0
+            if grant - slot > self._catch_up:
+                slot = grant  # far behind: count on from here, giving nothing more back
         self._next = slot + self._interval / self._factor
         granted.append(grant)
         return grant - now
