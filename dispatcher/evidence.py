@@ -92,7 +92,7 @@ def parse_field(value: object) -> object:
         text = value
         try:
             value = json.loads(text.strip().lstrip("\ufeff"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json recurses
             return _Unparsed(text)
         if not isinstance(value, str) or not value.strip().startswith(("{", "[")):
             return value

@@ -267,6 +267,8 @@ def test_parse_field_reads_text_but_keeps_what_is_not_json() -> None:
     assert parse_field('"reboot"') == "reboot"
     assert parse_field({"a": 1}) == {"a": 1}
     assert not isinstance(parse_field("reboot"), str | dict | list)
+    # nested deeper than the JSON reader recurses: kept as text, never a RecursionError
+    assert not isinstance(parse_field("[" * 5000 + "]" * 5000), str | dict | list)
 
 
 @pytest.mark.parametrize(
