@@ -293,6 +293,25 @@ def test_a_detail_send_status_is_read_as_a_number_or_as_text(
     assert state == delivery_from({"send_status": send_status}, row).send_status
 
 
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("2017-09-08T08:55:14Z", "2017-09-08 16:55:14"),
+        (1504860914000, "2017-09-08 16:55:14"),
+        # in UTC+8 beyond the calendar's ends: kept as written, never an OverflowError
+        ("9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59-12:00"),
+        ("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00+14:00"),
+        ("0001-01-01 00:00:00", "0001-01-01 00:00:00"),  # the year in four digits
+    ],
+)
+def test_a_detail_time_is_kept_in_the_pages_form_or_as_written(written: object, kept: str) -> None:
+    row = Queued(
+        imei="865820040000155", command=0, op="write", fleet="f", uuid="u", send_status=None
+    )
+    delivered = delivery_from({"send_status": 5, "send_time": written}, row)
+    assert delivered.send_time == kept
+
+
 # A write of a boolean, a float, an opaque and a Time value: the values a server is most
 # likely to rewrite.
 TYPED_DATA: list[dict[str, object]] = [
