@@ -185,6 +185,15 @@ def test_an_execute_sent_without_args() -> None:
     assert judge(detail(ids, {"args": "x"}), BARE_EXECUTE).verdict is DIFFERS
 
 
+def test_numbers_beyond_reason_in_a_detail_are_other_values_never_a_crash() -> None:
+    """A res_id of 5000 digits (an int Python will not print) or values whose difference
+    overflows the decimal context: another command, not a traceback in reconcile."""
+    huge_id = {"data": [{"res_id": "1e5000", "val": 1}, {"res_id": 5750, "type": 1, "val": "0A1B"}]}
+    assert judge(detail(None, huge_id), WRITE).verdict is DIFFERS
+    assert judge(detail(None, {"1e5000": 1, "5750": "0A1B"}), WRITE).verdict is DIFFERS
+    assert compare("9e999999", "-9e999999") is False
+
+
 def test_the_detail_names_the_reason() -> None:
     assert "does not parse" in judge(detail("?", "data=1"), WRITE).why
     assert (
