@@ -34,7 +34,10 @@ def count(value: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if _DIGITS.fullmatch(text):
-            return int(text)
+            try:
+                return int(text)
+            except ValueError:
+                return None  # more digits than Python converts (4300): no count we can use
         try:
             number = float(text)
         except ValueError:

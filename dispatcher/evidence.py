@@ -92,7 +92,7 @@ def parse_field(value: object) -> object:
         text = value
         try:
             value = json.loads(text.strip().lstrip("\ufeff"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json recurses
             return _Unparsed(text)
         if not isinstance(value, str) or not value.strip().startswith(("{", "[")):
             return value
@@ -124,7 +124,10 @@ def compare(theirs: object, ours: object, *, kind: object = None) -> bool | None
         return True
     if isinstance(a, Decimal) and isinstance(b, Decimal):
         scale = max(abs(a), abs(b))
-        close = abs(a - b) <= scale * _FLOAT_CLOSE
+        try:
+            close = abs(a - b) <= scale * _FLOAT_CLOSE
+        except ArithmeticError:  # the difference overflows the context: far apart
+            return False
         return None if close and (_inexact(theirs) or _inexact(ours)) else False
     if isinstance(a, str) and isinstance(b, str) and a.strip() == b.strip():
         return None  # white space a server may have trimmed or padded
@@ -201,7 +204,13 @@ def _compare_time(theirs: object, ours: object) -> bool | None:
 def _key(value: object) -> str:
     """A res_id as a dict key: "5850", 5850 and 5850.0 are one resource."""
     scalar = _scalar(value)
-    if isinstance(scalar, Decimal) and scalar == scalar.to_integral_value():
+    # adjusted(): its digits before the point. "1e999999999" as an int would take
+    # gigabytes (and one over 4300 digits does not print): no resource has such an id.
+    if (
+        isinstance(scalar, Decimal)
+        and scalar.adjusted() < 20
+        and scalar == scalar.to_integral_value()
+    ):
         return str(int(scalar))
     return str(scalar)
 

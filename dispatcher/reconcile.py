@@ -325,6 +325,9 @@ class _Device:
             if isinstance(data, Outcome):
                 raise _Undecided(f"history not available ({data.error})")
             total = count(data.get("total_count"))
+            if total is not None and total < 0:
+                # -1 and the like: "not counted", never "all -1 seen" after the first page
+                total = None
             items = data.get("items")
             if items is None and total == 0:
                 items = []  # "nothing listed" said by the count alone: items left out, or null

@@ -44,7 +44,7 @@ _CHUNK = 500  # IMEIs per query (SQLite takes at most 999 parameters in older bu
 class SeenImeis:
     """Remembers each IMEI with the place it was first seen."""
 
-    __slots__ = ("_db",)
+    __slots__ = ("_batches", "_db")
 
     def __init__(self) -> None:
         self._db = sqlite3.connect("", isolation_level=None)
@@ -53,11 +53,16 @@ class SeenImeis:
         self._db.execute("BEGIN")
         # A place is the caller's number for where the IMEI was seen (the plan's: fleet and
         # line), not its text: a million rows are inserted on every check pass.
-        self._db.execute("CREATE TABLE seen (imei INTEGER PRIMARY KEY, place INTEGER NOT NULL)")
+        # ``batch``: the add_many call that inserted the row. Places do not tell a batch's
+        # own first sightings from earlier ones: rows may share one (a flow list's line).
+        self._db.execute(
+            "CREATE TABLE seen (imei INTEGER PRIMARY KEY, place INTEGER NOT NULL, batch INTEGER)"
+        )
+        self._batches = 0
 
     def add(self, imei: str, place: int) -> int | None:
         """Record ``imei``; None if new, else the place where it was first seen."""
-        cur = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (int(imei), place))
+        cur = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, NULL)", (int(imei), place))
         if cur.rowcount == 1:
             return None
         row = self._db.execute("SELECT place FROM seen WHERE imei = ?", (int(imei),)).fetchone()
@@ -79,20 +84,29 @@ class SeenImeis:
                 firsts[key] = place
             else:
                 out[i] = first  # a duplicate within this same batch
-        cur = self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", firsts.items())
+        self._batches += 1
+        batch = self._batches
+        cur = self._db.executemany(
+            "INSERT OR IGNORE INTO seen VALUES (?, ?, ?)",
+            [(key, place, batch) for key, place in firsts.items()],
+        )
         if cur.rowcount == len(firsts):
             return out
         keys = list(firsts)
-        stored: dict[int, int] = {}
+        earlier: dict[int, int] = {}  # key: its place, for the keys seen before this batch
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            stored.update(
-                self._db.execute(f"SELECT imei, place FROM seen WHERE imei IN ({marks})", chunk)
+            earlier.update(
+                self._db.execute(
+                    f"SELECT imei, place FROM seen WHERE imei IN ({marks}) AND batch IS NOT ?",
+                    (*chunk, batch),
+                )
             )
-        for i, (imei, place) in enumerate(rows):
-            first = stored[int(imei)]
-            out[i] = None if first == place else first  # an earlier batch's, or this one's
+        for i, (imei, _) in enumerate(rows):
+            first = earlier.get(int(imei))
+            if first is not None:
+                out[i] = first  # every row of it in this batch is a duplicate of that one
         return out
 
     def close(self) -> None:

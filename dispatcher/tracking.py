@@ -81,7 +81,12 @@ def _time_text(value: object) -> str | None:
     moment = answer_time(value)
     if moment is None:
         return _text(value)
-    return moment.astimezone(PLATFORM_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        moment = moment.astimezone(PLATFORM_TZ)
+    except OverflowError:  # beyond year 1 or 9999 once in UTC+8: not a time to rewrite
+        return _text(value)
+    # the year by hand: strftime's %Y leaves out the leading zeros of a year below 1000
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
 
 
 @dataclass

@@ -9,6 +9,7 @@ and the file must be UTF-8.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def _build(node: Node, path: Path_, doc: YamlDoc, loader: yaml.SafeLoader) -> An
             raise _tag_error(node, doc)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = _build_key(key_node, doc, loader)
+            key = _build_key(key_node, path, doc, loader)
             if key in out:
                 raise InputError(
                     [
@@ -141,18 +142,43 @@ def _build(node: Node, path: Path_, doc: YamlDoc, loader: yaml.SafeLoader) -> An
     if node.tag not in _PLAIN_TAGS:
         raise _tag_error(node, doc)
     value = loader.construct_object(node, deep=True)
+    if isinstance(value, str):
+        return _unicode(value, node, path, doc)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # IMEIs and variables keep the digits as written (YAML would read 0123 as octal).
         doc.raw[path] = node.value
     return value
 
 
-def _build_key(node: Node, doc: YamlDoc, loader: yaml.SafeLoader) -> str:
+def _build_key(node: Node, path: Path_, doc: YamlDoc, loader: yaml.SafeLoader) -> str:
     if not isinstance(node, ScalarNode) or node.tag not in _PLAIN_TAGS | {_TIMESTAMP}:
         raise InputError(
             [Problem(doc.file, node.start_mark.line + 1, None, "keys must be plain text")]
         )
-    return str(node.value)
+    return _unicode(str(node.value), node, path, doc)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(value: str, node: Node, path: Path_, doc: YamlDoc) -> str:
+    """YAML's ``\\u`` escapes are UTF-16 halves: a pair is joined into its character; a
+    lone half is no text (it cannot be written as UTF-8 to the platform)."""
+    if _SURROGATE.search(value) is None:
+        return value
+    joined = value.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    if _SURROGATE.search(joined) is None:
+        return joined
+    raise InputError(
+        [
+            Problem(
+                doc.file,
+                node.start_mark.line + 1,
+                _where(path),
+                "a \\u escape of half a character (a lone surrogate)",
+            )
+        ]
+    )
 
 
 def _tag_error(node: Node, doc: YamlDoc) -> InputError:

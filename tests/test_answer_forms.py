@@ -251,6 +251,24 @@ def test_a_history_that_does_not_page_is_not_taken_as_read_to_its_end(tmp_path: 
         assert "ok" == rows(ledger)[imei(0), 0][0]
 
 
+@pytest.mark.usefixtures("_key")
+def test_a_history_that_does_not_count_is_read_to_its_end(tmp_path: Path) -> None:
+    """total_count -1 (a server that does not count): no count ends the history. Read as
+    "every one of -1 seen" after page 1, ours (on page 2) was never looked for and the
+    row was settled "not queued": the device commanded a second time."""
+    job = write_job(tmp_path, 1, commands=JOBS_WRITE)
+    ledger = tmp_path / "ledger.sqlite"
+    with simulator(answer_forms=forms("unknown_total")) as sim:
+        queue_writes(sim, imei(0), 10)  # another application's ten, listed before ours
+        sim.config.drop_after_queue_rate = 1.0
+        assert 1 == run(job, sim, ledger)
+        sim.config.drop_after_queue_rate = 0.0
+        age_in_doubt_rows(ledger)
+        assert 0 == run(job, sim, ledger)
+        assert 11 == len(sim.commands), "the device was commanded twice"
+        assert "ok" == rows(ledger)[imei(0), 0][0]
+
+
 def error_of(ledger: Path) -> str:
     db = sqlite3.connect(ledger)
     try:

@@ -35,6 +35,7 @@ MOMENT = datetime(2017, 9, 8, 8, 55, 14, tzinfo=UTC)
         (True, None),
         (float("nan"), None),
         ([3], None),
+        ("9" * 5000, None),  # more digits than Python reads as an int: not a count we can use
     ],
 )
 def test_a_count_is_read_as_a_number_or_text(value: object, number: int | None) -> None:

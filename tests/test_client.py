@@ -132,6 +132,22 @@ def test_errnos_are_classified_by_number_and_text(errno: int, text: str, kind: K
     assert kind == classify_errno(errno, text, 200).kind
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # an errno in more digits than Python turns into an int (ValueError, not a number)
+        b'{"errno":"' + b"9" * 5000 + b'","error":"x"}',
+        b'{"code":"' + b"9" * 5000 + b'"}',
+        # nested deeper than the JSON reader recurses (RecursionError), in 64 KiB
+        b'{"errno":0,"data":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"errno":0,"data":"' + b"[" * 5000 + b"]" * 5000 + b'"}',
+    ],
+)
+def test_an_unreadable_answer_is_in_doubt_never_a_crash(body: bytes) -> None:
+    """An answer the reader cannot take apart is an answer we cannot read, not a traceback."""
+    assert _classify(200, body, None, None).kind is Kind.IN_DOUBT
+
+
 def test_a_code_failure_keeps_its_text_and_request_id() -> None:
     outcome = _classify(200, b'{"code":10001,"msg":"no such user","request_id":"ab12"}', None, None)
     assert (outcome.errno, outcome.error) == (10001, "no such user (request_id ab12)")

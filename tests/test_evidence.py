@@ -185,6 +185,15 @@ def test_an_execute_sent_without_args() -> None:
     assert judge(detail(ids, {"args": "x"}), BARE_EXECUTE).verdict is DIFFERS
 
 
+def test_numbers_beyond_reason_in_a_detail_are_other_values_never_a_crash() -> None:
+    """A res_id of 5000 digits (an int Python will not print) or values whose difference
+    overflows the decimal context: another command, not a traceback in reconcile."""
+    huge_id = {"data": [{"res_id": "1e5000", "val": 1}, {"res_id": 5750, "type": 1, "val": "0A1B"}]}
+    assert judge(detail(None, huge_id), WRITE).verdict is DIFFERS
+    assert judge(detail(None, {"1e5000": 1, "5750": "0A1B"}), WRITE).verdict is DIFFERS
+    assert compare("9e999999", "-9e999999") is False
+
+
 def test_the_detail_names_the_reason() -> None:
     assert "does not parse" in judge(detail("?", "data=1"), WRITE).why
     assert (
@@ -267,6 +276,8 @@ def test_parse_field_reads_text_but_keeps_what_is_not_json() -> None:
     assert parse_field('"reboot"') == "reboot"
     assert parse_field({"a": 1}) == {"a": 1}
     assert not isinstance(parse_field("reboot"), str | dict | list)
+    # nested deeper than the JSON reader recurses: kept as text, never a RecursionError
+    assert not isinstance(parse_field("[" * 5000 + "]" * 5000), str | dict | list)
 
 
 @pytest.mark.parametrize(
@@ -289,6 +300,25 @@ def test_a_detail_send_status_is_read_as_a_number_or_as_text(
         imei="865820040000155", command=0, op="write", fleet="f", uuid="u", send_status=None
     )
     assert state == delivery_from({"send_status": send_status}, row).send_status
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("2017-09-08T08:55:14Z", "2017-09-08 16:55:14"),
+        (1504860914000, "2017-09-08 16:55:14"),
+        # in UTC+8 beyond the calendar's ends: kept as written, never an OverflowError
+        ("9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59-12:00"),
+        ("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00+14:00"),
+        ("0001-01-01 00:00:00", "0001-01-01 00:00:00"),  # the year in four digits
+    ],
+)
+def test_a_detail_time_is_kept_in_the_pages_form_or_as_written(written: object, kept: str) -> None:
+    row = Queued(
+        imei="865820040000155", command=0, op="write", fleet="f", uuid="u", send_status=None
+    )
+    delivered = delivery_from({"send_status": 5, "send_time": written}, row)
+    assert delivered.send_time == kept
 
 
 # A write of a boolean, a float, an opaque and a Time value: the values a server is most

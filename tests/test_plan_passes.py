@@ -101,6 +101,36 @@ def test_a_batch_lookup_says_what_one_lookup_at_a_time_says() -> None:
     assert any(x is not None for x in batched)
 
 
+def test_a_batch_lookup_with_shared_places_says_what_one_lookup_at_a_time_says() -> None:
+    """Rows may share a place: a flow list (``imeis: [a, b, b]``) is one line. A later
+    row of a device is a duplicate even where its place is the first row's."""
+    rng = random.Random(11)
+    rows = [(imei(rng.randrange(300)), n // 100) for n in range(1200)]
+    with SeenImeis() as one, SeenImeis() as many:
+        singly = [one.add(i, p) for i, p in rows]
+        batched = many.add_many(rows[:700]) + many.add_many(rows[700:])
+    assert singly == batched
+
+
+def test_a_device_listed_twice_on_one_line_is_sent_once(tmp_path: Path) -> None:
+    """``imeis: [z, x, x]`` after another fleet's z: x once, never yielded twice (which
+    would hand the device to two workers: commanded twice)."""
+    z, x = imei(1), imei(2)
+    write(
+        tmp_path,
+        "job.yaml",
+        "version: 1\nname: t\nfleets:\n"
+        f"  - name: a\n    imeis: [{z}]\n"
+        f"  - name: b\n    imeis: [{z}, {x}, {x}]\n"
+        "window:\n  expired_time: +1h\n"
+        "commands:\n  - read: {obj_id: 3300, obj_inst_id: 0, res_id: 5700}\n",
+    )
+    checked = check_job(tmp_path / "job.yaml", now=NOW)
+    assert (2, 2) == (checked.stats.devices, checked.stats.duplicates)
+    devices = [w.device.imei for w in checked.plan.devices(Problems())]
+    assert [z, x] == devices
+
+
 def spelled_out(r: Request) -> str:
     """The request hash as the ledger has always stored it (length-prefixed pairs, then the body)."""
     text = "".join(

@@ -174,6 +174,25 @@ def test_load_yaml_raises_input_error(tmp_path: Path) -> None:
     ] == (caught.value.lines())
 
 
+def test_a_surrogate_escape_is_joined_or_a_located_problem(tmp_path: Path) -> None:
+    """YAML's "\\uD83D\\uDE00" is two halves of one character: joined. A lone half is no
+    text at all (it cannot be sent as UTF-8): a located problem, never a traceback."""
+    path = write(tmp_path, "doc.yaml", 'a: "\\ud83d\\ude00"\nb:\n  - "x\\ud800"\n')
+    with pytest.raises(InputError) as caught:
+        load_yaml(path, "doc.yaml")
+    assert ["doc.yaml:3: b[0]: a \\u escape of half a character (a lone surrogate)"] == (
+        caught.value.lines()
+    )
+    path = write(tmp_path, "doc.yaml", 'a: "\\ud83d\\ude00"\n"k\\udc00": 1\n')
+    with pytest.raises(InputError) as caught:
+        load_yaml(path, "doc.yaml")
+    assert ["doc.yaml:2: a \\u escape of half a character (a lone surrogate)"] == (
+        caught.value.lines()
+    )
+    path = write(tmp_path, "doc.yaml", 'a: "\\ud83d\\ude00"\n')
+    assert {"a": "\U0001f600"} == load_yaml(path, "doc.yaml").data
+
+
 def test_format_path() -> None:
     """A path into the document reads as written in messages."""
     assert "commands[0].write.data[1].val" == format_path(

@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME",
         help="answer in another form a faithful server may choose (repeatable): errno_text, bom,"
         " gbk, data_text, uuid_upper, uuid_bare, iso_times, epoch_times, utc_times, status_names,"
-        " text_values, no_total, page_ignored (docs/simulator.md)",
+        " text_values, no_total, unknown_total, page_ignored (docs/simulator.md)",
     )
     p.set_defaults(handler=handle, logs=False)
 

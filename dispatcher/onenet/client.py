@@ -378,7 +378,7 @@ def _data(answer: dict[str, Any]) -> object:
     if isinstance(data, str):
         try:
             parsed = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json recurses
             return data
         return parsed if isinstance(parsed, dict) else data
     return data
@@ -426,7 +426,8 @@ def _json(raw: bytes | None, charset: str | None = None) -> dict[str, Any] | Non
     for encoding in [*encodings, "utf-8", "gb18030"]:
         try:
             value = json.loads(raw.decode(encoding))
-        except (LookupError, UnicodeDecodeError, ValueError):
+        except (LookupError, UnicodeDecodeError, ValueError, RecursionError):
+            # RecursionError: nested deeper than the JSON reader recurses (a garbled answer)
             continue
         return value if isinstance(value, dict) else None
     return None

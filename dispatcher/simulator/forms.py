@@ -18,6 +18,8 @@ such choice, and any of them may be combined:
 - "text_values": a write's detail `content` with every `res_id`, `type` and `val`
   as text (`true` → `"true"`, `60` → `"60"`);
 - "no_total": history pages without `total_count`;
+- "unknown_total": history pages whose `total_count` is -1 (a server that does not
+  count what it lists);
 - "page_ignored": history answers its first page whatever `page` asks (a server that
   does not page: the pages name `page` but say nothing of how it counts).
 
@@ -48,6 +50,7 @@ AnswerForm = Literal[
     "status_names",
     "text_values",
     "no_total",
+    "unknown_total",
     "page_ignored",
     "utc_times",
 ]

@@ -110,7 +110,8 @@ def history_page(
         chosen.reverse()
     first = 0 if "page_ignored" in config.answer_forms else (query.page - 1) * query.per_page
     page = chosen[first : first + query.per_page]
-    total: int | str = str(len(chosen)) if config.page_quirks else len(chosen)
+    count = -1 if "unknown_total" in config.answer_forms else len(chosen)
+    total: int | str = str(count) if config.page_quirks else count
     items = [history_item(c, config) for c in page]
     if "no_total" in config.answer_forms:
         return {"items": items}
