@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
+from dispatcher.commands.ledgerarg import add_ledgers_arg
 from dispatcher.exits import (
     EXIT_OK,
 )
@@ -23,13 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch export jobs/ledger.sqlite --run-id meter-interval-zone-a --format csv -o out.csv",
     )
-    p.add_argument(
-        "ledger",
-        type=ledger_target,
-        nargs="+",
-        metavar="LEDGER",
-        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
-    )
+    add_ledgers_arg(p)
     p.add_argument("--run-id", metavar="ID", help="only this run (default: every run)")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")

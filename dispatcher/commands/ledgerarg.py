@@ -23,6 +23,17 @@ def ledger_target(text: str) -> LedgerTarget:
     return parse_target(text, where="LEDGER")
 
 
+def add_ledgers_arg(p: argparse.ArgumentParser) -> None:
+    """LEDGER... of status, report and export: one ledger, or the SQLite files of a run's shards."""
+    p.add_argument(
+        "ledger",
+        type=ledger_target,
+        nargs="+",
+        metavar="LEDGER",
+        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
+    )
+
+
 def add_platform_args(p: argparse.ArgumentParser) -> None:
     """``--config`` and ``--base-url`` of track, cancel and reconcile: the run knows its platform."""
     p.add_argument(

@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from dispatcher.commands.ledgerarg import LEDGER_HELP, ledger_target
+from dispatcher.commands.ledgerarg import add_ledgers_arg
 from dispatcher.errors import InputError
 from dispatcher.exits import (
     EXIT_OK,
@@ -24,13 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  onenet-dispatch report jobs/ledger.sqlite --run-id zone-a-2026-11-22 --format markdown",
     )
-    p.add_argument(
-        "ledger",
-        type=ledger_target,
-        nargs="+",
-        metavar="LEDGER",
-        help=LEDGER_HELP + "; or several SQLite files, the shards of a run, read as one",
-    )
+    add_ledgers_arg(p)
     p.add_argument("--run-id", metavar="ID", help="the run (default: the latest)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.set_defaults(handler=handle, logs=False)
